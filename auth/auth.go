@@ -1,0 +1,209 @@
+package auth
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"herald/channels"
+)
+
+// MaxTokenLength bounds what Verify will even look at.
+const MaxTokenLength = 16 << 10
+
+// ErrInvalidToken is wrapped by every verification failure.
+var ErrInvalidToken = errors.New("invalid token")
+
+// Config selects how tokens are verified. Exactly one of Secret and
+// PublicKeyPEM must be set.
+type Config struct {
+	Secret       []byte
+	PublicKeyPEM []byte
+	Issuer       string
+	Audience     string
+	// Leeway tolerates clock skew on exp, nbf and iat.
+	Leeway time.Duration
+}
+
+// Claims are the claims herald reads from a token.
+type Claims struct {
+	// Merchant grants merchant:<m> and alerts:<m>.
+	Merchant string `json:"merchant,omitempty"`
+	// Channels are granted exactly as listed.
+	Channels []string `json:"channels,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// Grants returns what the claims allow the bearer to subscribe to.
+func (c *Claims) Grants() channels.Grants {
+	return channels.Grants{Subject: c.Subject, Merchant: c.Merchant, Channels: c.Channels}
+}
+
+// Expires returns the token's expiry.
+func (c *Claims) Expires() time.Time { return c.ExpiresAt.Time }
+
+// Verifier checks tokens. It is safe for concurrent use.
+type Verifier struct {
+	key    any
+	parser *jwt.Parser
+}
+
+// NewVerifier builds a Verifier, failing with a message that says which
+// setting is wrong.
+func NewVerifier(cfg Config) (*Verifier, error) {
+	var key any
+	var methods []string
+	switch {
+	case len(cfg.Secret) > 0 && len(cfg.PublicKeyPEM) > 0:
+		return nil, errors.New("set either a JWT secret or a JWT public key, not both")
+	case len(cfg.Secret) > 0:
+		key, methods = cfg.Secret, []string{"HS256", "HS384", "HS512"}
+	case len(cfg.PublicKeyPEM) > 0:
+		pub, err := parsePublicKey(cfg.PublicKeyPEM)
+		if err != nil {
+			return nil, err
+		}
+		if key, methods, err = methodsFor(pub); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errors.New("no JWT secret or public key configured")
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(methods),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(cfg.Leeway),
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	return &Verifier{key: key, parser: jwt.NewParser(opts...)}, nil
+}
+
+// Verify checks token and returns its claims. Every failure wraps
+// ErrInvalidToken and says why in words fit for the client.
+func (v *Verifier) Verify(token string) (*Claims, error) {
+	if token == "" {
+		return nil, fmt.Errorf("%w: missing token", ErrInvalidToken)
+	}
+	if len(token) > MaxTokenLength {
+		return nil, fmt.Errorf("%w: token longer than %d bytes", ErrInvalidToken, MaxTokenLength)
+	}
+	var c Claims
+	_, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.key, nil })
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, reason(err))
+	}
+	if c.Subject == "" {
+		return nil, fmt.Errorf("%w: missing sub claim", ErrInvalidToken)
+	}
+	return &c, nil
+}
+
+// reason turns golang-jwt's errors into a short message that names the
+// problem without echoing the token.
+func reason(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "malformed token"
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "unverifiable token (algorithm not accepted)"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return "signature invalid"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "missing exp claim"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "token expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return "token not valid yet"
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "token used before issued"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "wrong issuer"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "wrong audience"
+	case errors.Is(err, jwt.ErrTokenInvalidClaims):
+		return "invalid claims"
+	}
+	return "token rejected"
+}
+
+func parsePublicKey(data []byte) (any, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("JWT public key: no PEM block found")
+	}
+	switch block.Type {
+	case "PUBLIC KEY":
+		k, err := x509.ParsePKIXPublicKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("JWT public key: %w", err)
+		}
+		return k, nil
+	case "RSA PUBLIC KEY":
+		k, err := x509.ParsePKCS1PublicKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("JWT public key: %w", err)
+		}
+		return k, nil
+	case "CERTIFICATE":
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("JWT public key: %w", err)
+		}
+		return cert.PublicKey, nil
+	}
+	return nil, fmt.Errorf("JWT public key: PEM block %q is not a public key or certificate", block.Type)
+}
+
+func methodsFor(pub any) (any, []string, error) {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return k, []string{"RS256", "RS384", "RS512"}, nil
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return k, []string{"ES256"}, nil
+		case elliptic.P384():
+			return k, []string{"ES384"}, nil
+		case elliptic.P521():
+			return k, []string{"ES512"}, nil
+		}
+		return nil, nil, fmt.Errorf("JWT public key: unsupported ECDSA curve %s", k.Curve.Params().Name)
+	case ed25519.PublicKey:
+		return k, []string{"EdDSA"}, nil
+	}
+	return nil, nil, fmt.Errorf("JWT public key: unsupported key type %T", pub)
+}
+
+// Mint signs claims with an HMAC secret (HS256). It is what `herald --dev`,
+// `herald token` and the tests use; production tokens come from the
+// operator's own backend.
+func Mint(secret []byte, c Claims) (string, error) {
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+}
+
+// NewClaims fills the claims a token needs: subject, expiry ttl from now, and
+// optionally a merchant and listed channels.
+func NewClaims(sub, merchant string, chans []string, ttl time.Duration, now time.Time) Claims {
+	return Claims{
+		Merchant: merchant,
+		Channels: chans,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   sub,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+	}
+}

@@ -1,0 +1,174 @@
+package auth_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"herald/auth"
+)
+
+var secret = []byte("0123456789abcdef0123456789abcdef")
+
+func claims(mod func(*jwt.MapClaims)) jwt.MapClaims {
+	c := jwt.MapClaims{"sub": "42", "exp": time.Now().Add(time.Hour).Unix(), "merchant": "acme"}
+	if mod != nil {
+		mod(&c)
+	}
+	return c
+}
+
+func sign(t *testing.T, m jwt.SigningMethod, key any, c jwt.Claims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(m, c).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func pemOf(t *testing.T, pub any) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+func TestVerify_HMACAcceptsEveryHSAlgorithm(t *testing.T) {
+	v, err := auth.NewVerifier(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []jwt.SigningMethod{jwt.SigningMethodHS256, jwt.SigningMethodHS384, jwt.SigningMethodHS512} {
+		c, err := v.Verify(sign(t, m, secret, claims(nil)))
+		if err != nil {
+			t.Fatalf("%s: %v", m.Alg(), err)
+		}
+		g := c.Grants()
+		if !g.Allows("user:42") || !g.Allows("merchant:acme") || !g.Allows("alerts:acme") || g.Allows("user:43") {
+			t.Fatalf("%s: wrong grants %+v", m.Alg(), g)
+		}
+	}
+}
+
+func TestVerify_PublicKeyKinds(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	edPub, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	cases := []struct {
+		name   string
+		pub    any
+		method jwt.SigningMethod
+		key    any
+	}{
+		{"RS256", &rsaKey.PublicKey, jwt.SigningMethodRS256, rsaKey},
+		{"ES256", &ecKey.PublicKey, jwt.SigningMethodES256, ecKey},
+		{"EdDSA", edPub, jwt.SigningMethodEdDSA, edKey},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := auth.NewVerifier(auth.Config{PublicKeyPEM: pemOf(t, tc.pub)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Verify(sign(t, tc.method, tc.key, claims(nil))); err != nil {
+				t.Fatalf("valid token refused: %v", err)
+			}
+			// An HMAC token keyed with the public key's own PEM is the
+			// classic algorithm-confusion attack.
+			forged := sign(t, jwt.SigningMethodHS256, pemOf(t, tc.pub), claims(nil))
+			if _, err := v.Verify(forged); !errors.Is(err, auth.ErrInvalidToken) {
+				t.Fatalf("HS256 token signed with the public key accepted: %v", err)
+			}
+		})
+	}
+}
+
+func TestVerify_RejectsHostileTokens(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	v, err := auth.NewVerifier(auth.Config{Secret: secret, Issuer: "herald-test", Audience: "dashboards"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := func(c *jwt.MapClaims) { (*c)["iss"] = "herald-test"; (*c)["aud"] = "dashboards" }
+	with := func(f func(*jwt.MapClaims)) jwt.MapClaims {
+		return claims(func(c *jwt.MapClaims) { good(c); f(c) })
+	}
+	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, with(func(*jwt.MapClaims) {})).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	valid := sign(t, jwt.SigningMethodHS256, secret, with(func(*jwt.MapClaims) {}))
+	tampered := valid[:len(valid)-2] + "AA"
+	if strings.HasSuffix(valid, "AA") {
+		tampered = valid[:len(valid)-2] + "BB"
+	}
+	cases := map[string]string{
+		"alg none":         none,
+		"tampered":         tampered,
+		"wrong secret":     sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret!!"), with(func(*jwt.MapClaims) {})),
+		"RS256 for HMAC":   sign(t, jwt.SigningMethodRS256, rsaKey, with(func(*jwt.MapClaims) {})),
+		"expired":          sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["exp"] = time.Now().Add(-time.Minute).Unix() })),
+		"no exp":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "exp") })),
+		"no sub":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "sub") })),
+		"not yet valid":    sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["nbf"] = time.Now().Add(time.Hour).Unix() })),
+		"wrong issuer":     sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["iss"] = "someone-else" })),
+		"wrong audience":   sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["aud"] = "other" })),
+		"merchant number":  sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["merchant"] = 7 })),
+		"garbage":          "not.a.token",
+		"empty":            "",
+		"huge":             strings.Repeat("a", auth.MaxTokenLength+1),
+		"valid then space": valid + " ",
+	}
+	if _, err := v.Verify(valid); err != nil {
+		t.Fatalf("the valid token itself was refused: %v", err)
+	}
+	for name, tok := range cases {
+		t.Run(name, func(t *testing.T) {
+			c, err := v.Verify(tok)
+			if !errors.Is(err, auth.ErrInvalidToken) {
+				t.Fatalf("accepted (claims %+v, err %v)", c, err)
+			}
+			if strings.Contains(err.Error(), string(secret)) {
+				t.Fatalf("error leaks the secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestNewVerifier_ConfigErrors(t *testing.T) {
+	for name, cfg := range map[string]auth.Config{
+		"nothing":     {},
+		"both":        {Secret: secret, PublicKeyPEM: []byte("x")},
+		"not PEM":     {PublicKeyPEM: []byte("hello")},
+		"private key": {PublicKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}})},
+	} {
+		if _, err := auth.NewVerifier(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestMint_RoundTrip(t *testing.T) {
+	v, _ := auth.NewVerifier(auth.Config{Secret: secret})
+	tok, err := auth.Mint(secret, auth.NewClaims("7", "m1", []string{"user:8"}, time.Minute, time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.Verify(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Grants().List(); strings.Join(got, ",") != "user:7,merchant:m1,alerts:m1,user:8" {
+		t.Fatalf("grants %v", got)
+	}
+}
