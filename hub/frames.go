@@ -1,0 +1,209 @@
+package hub
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"unicode/utf8"
+
+	"herald/channels"
+)
+
+// Client frame types (SPEC §2).
+const (
+	typeConnect     = "connect"
+	typeSubscribe   = "subscribe"
+	typeUnsubscribe = "unsubscribe"
+	typeHistory     = "history"
+	typeRefresh     = "refresh"
+	typePing        = "ping"
+)
+
+// Error codes sent in error frames.
+const (
+	codeBadRequest           = "bad_request"
+	codeForbidden            = "forbidden"
+	codeAlreadySubscribed    = "already_subscribed"
+	codeNotSubscribed        = "not_subscribed"
+	codeTooManySubscriptions = "too_many_subscriptions"
+	codeUnavailable          = "unavailable"
+	codeInternal             = "internal"
+)
+
+// frame is a decoded client frame. Fields not used by its type are ignored.
+type frame struct {
+	ID      *int64             `json:"id"`
+	Type    string             `json:"type"`
+	Channel string             `json:"channel"`
+	Since   *channels.Position `json:"since"`
+	Limit   *int               `json:"limit"`
+	Token   string             `json:"token"`
+}
+
+// errProtocol marks a frame that breaks the protocol itself (close 4002),
+// as opposed to a well-formed request that is refused (an error frame).
+var errProtocol = errors.New("protocol error")
+
+// requestError is a refusal sent back as an error frame.
+type requestError struct {
+	code, message string
+}
+
+func (e *requestError) Error() string { return e.message }
+
+func badRequest(msg string) *requestError { return &requestError{codeBadRequest, msg} }
+
+// decodeFrame parses one client text frame. It returns errProtocol (wrapped)
+// when the frame is not a JSON object or has no known type, and a
+// *requestError, with the frame's id when it could be read, when a field has
+// the wrong type.
+func decodeFrame(data []byte) (frame, error) {
+	var f frame
+	if !utf8.Valid(data) {
+		return f, errors.Join(errProtocol, errors.New("frame is not valid UTF-8"))
+	}
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return f, errors.Join(errProtocol, errors.New("frame is not a JSON object"))
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if !errors.As(err, &typeErr) {
+			return f, errors.Join(errProtocol, errors.New("frame is not a JSON object"))
+		}
+		if typeErr.Field == "type" {
+			return f, errors.Join(errProtocol, errors.New(`"type" must be a string`))
+		}
+		return f, badRequest("field " + strconv.Quote(typeErr.Field) + " has the wrong type")
+	}
+	switch f.Type {
+	case typeConnect, typeSubscribe, typeUnsubscribe, typeHistory, typeRefresh, typePing:
+		return f, nil
+	case "":
+		return f, errors.Join(errProtocol, errors.New(`frame has no "type"`))
+	}
+	return f, errors.Join(errProtocol, errors.New("unknown frame type"))
+}
+
+// Server frames. Replies carry the id of the frame they answer; frames the
+// server sends on its own carry none.
+
+type connectedFrame struct {
+	ID      *int64 `json:"id,omitempty"`
+	Type    string `json:"type"`
+	Client  string `json:"client"`
+	Node    string `json:"node"`
+	Expires int64  `json:"expires"`
+}
+
+type subscribedFrame struct {
+	ID        *int64 `json:"id,omitempty"`
+	Type      string `json:"type"`
+	Channel   string `json:"channel"`
+	Epoch     string `json:"epoch"`
+	Offset    uint64 `json:"offset"`
+	Recovered bool   `json:"recovered"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+type channelFrame struct {
+	ID      *int64 `json:"id,omitempty"`
+	Type    string `json:"type"`
+	Channel string `json:"channel"`
+}
+
+// HistoryPublication is one entry of a history reply.
+type HistoryPublication struct {
+	Offset uint64          `json:"offset"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// HistoryReply is the body of a history frame and of GET /v1/history.
+// Recovered and Reason are set only when the request named a position to
+// read since: whether everything after it is still in this epoch's log.
+type HistoryReply struct {
+	ID           *int64               `json:"id,omitempty"`
+	Type         string               `json:"type,omitempty"`
+	Channel      string               `json:"channel"`
+	Epoch        string               `json:"epoch"`
+	Offset       uint64               `json:"offset"`
+	Recovered    *bool                `json:"recovered,omitempty"`
+	Reason       string               `json:"reason,omitempty"`
+	Publications []HistoryPublication `json:"publications"`
+}
+
+// NewHistoryReply turns a broker snapshot into the reply shape. since is
+// the position the request read after, or nil.
+func NewHistoryReply(channel string, res channels.HistoryResult, since *channels.Position) HistoryReply {
+	r := HistoryReply{
+		Channel:      channel,
+		Epoch:        res.Epoch,
+		Offset:       res.Offset,
+		Publications: make([]HistoryPublication, 0, len(res.Publications)),
+	}
+	for _, p := range res.Publications {
+		r.Publications = append(r.Publications, HistoryPublication{Offset: p.Offset, Data: p.Data})
+	}
+	if since != nil {
+		ok, reason := res.Recover(*since)
+		r.Recovered, r.Reason = &ok, reason
+	}
+	return r
+}
+
+type refreshedFrame struct {
+	ID      *int64 `json:"id,omitempty"`
+	Type    string `json:"type"`
+	Expires int64  `json:"expires"`
+}
+
+type replyFrame struct {
+	ID   *int64 `json:"id,omitempty"`
+	Type string `json:"type"`
+}
+
+type errorFrame struct {
+	ID      *int64 `json:"id,omitempty"`
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// encode marshals a server frame. The types above cannot fail to encode.
+func encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("hub: encoding a server frame: " + err.Error())
+	}
+	return b
+}
+
+// appendPub encodes a pub frame. It is built by hand because it is the one
+// frame on the hot path: each publication is encoded once per node and the
+// same bytes go to every subscriber.
+func appendPub(b []byte, channel string, p channels.Publication) []byte {
+	b = append(b, `{"type":"pub","channel":`...)
+	b = appendString(b, channel)
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendUint(b, p.Offset, 10)
+	b = append(b, `,"epoch":`...)
+	b = appendString(b, p.Epoch)
+	b = append(b, `,"data":`...)
+	b = append(b, p.Data...)
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string. Channel names and epochs are
+// plain ASCII, so the quick path is the only one taken in practice.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}

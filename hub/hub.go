@@ -1,0 +1,251 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"herald/auth"
+	"herald/channels"
+)
+
+// Close codes herald uses beyond the RFC's (SPEC §2).
+const (
+	StatusUnauthorized  websocket.StatusCode = 4001
+	StatusProtocolError websocket.StatusCode = 4002
+	StatusTokenExpired  websocket.StatusCode = 4008
+	StatusTooSlow       websocket.StatusCode = 4009
+	StatusShuttingDown  websocket.StatusCode = 4010
+)
+
+// Subprotocol is the websocket subprotocol herald speaks.
+const Subprotocol = "herald.v1"
+
+// Verifier checks a client's token.
+type Verifier interface {
+	Verify(token string) (*auth.Claims, error)
+}
+
+// Options configure a Hub. Zero values take the defaults in brackets.
+type Options struct {
+	// Node names this node in connected frames [hostname is the caller's job; "herald"].
+	Node     string
+	Broker   channels.Broker
+	Verifier Verifier
+	Logger   *slog.Logger
+	// AuthTimeout bounds the wait for the first frame when the upgrade
+	// carried no token [10s].
+	AuthTimeout time.Duration
+	// PingInterval is the time between server pings [25s]; a peer that does
+	// not answer within PongTimeout [30s] is dropped.
+	PingInterval time.Duration
+	PongTimeout  time.Duration
+	// MaxFrameBytes is the largest client frame accepted; larger ones close
+	// the connection with 1009 [64 KiB].
+	MaxFrameBytes int64
+	// SendQueueBytes bounds what may wait to be written to one client,
+	// including a resume's missed publications; beyond it the client is
+	// closed with 4009 [4 MiB].
+	SendQueueBytes int
+	// MaxSubscriptions per connection [256].
+	MaxSubscriptions int
+	// BrokerTimeout bounds each broker call a session makes [5s].
+	BrokerTimeout time.Duration
+	// OriginPatterns are the browser origins allowed to connect, as in
+	// websocket.AcceptOptions [all: tokens, not cookies, authenticate].
+	OriginPatterns []string
+}
+
+func (o *Options) setDefaults() {
+	if o.Node == "" {
+		o.Node = "herald"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.AuthTimeout <= 0 {
+		o.AuthTimeout = 10 * time.Second
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = 25 * time.Second
+	}
+	if o.PongTimeout <= 0 {
+		o.PongTimeout = 30 * time.Second
+	}
+	if o.MaxFrameBytes <= 0 {
+		o.MaxFrameBytes = 64 << 10
+	}
+	if o.SendQueueBytes <= 0 {
+		o.SendQueueBytes = 4 << 20
+	}
+	if o.MaxSubscriptions <= 0 {
+		o.MaxSubscriptions = 256
+	}
+	if o.BrokerTimeout <= 0 {
+		o.BrokerTimeout = 5 * time.Second
+	}
+	if len(o.OriginPatterns) == 0 {
+		o.OriginPatterns = []string{"*"}
+	}
+}
+
+// Hub serves websocket clients. It is the channels.Handler of its broker.
+type Hub struct {
+	opts   Options
+	broker channels.Broker
+	log    *slog.Logger
+
+	// ctx is the parent of every session; cancelled when the hub stops.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.RWMutex
+	chans    map[string]*hubChannel
+	clients  map[*client]struct{}
+	draining bool
+	sessions sync.WaitGroup
+}
+
+var _ channels.Handler = (*Hub)(nil)
+
+// New returns a Hub. The caller starts the broker with the hub as its
+// handler: broker.Start(hub).
+func New(opts Options) (*Hub, error) {
+	opts.setDefaults()
+	if opts.Broker == nil || opts.Verifier == nil {
+		return nil, errors.New("hub: Broker and Verifier are required")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Hub{
+		opts:    opts,
+		broker:  opts.Broker,
+		log:     opts.Logger,
+		ctx:     ctx,
+		cancel:  cancel,
+		chans:   make(map[string]*hubChannel),
+		clients: make(map[*client]struct{}),
+	}, nil
+}
+
+// Clients returns the number of connected clients.
+func (h *Hub) Clients() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.clients)
+}
+
+// Drain refuses new connections and closes every client with 4010, spread
+// evenly over window so that a fleet does not reconnect all at once. It
+// returns when every session ended or ctx is done.
+func (h *Hub) Drain(ctx context.Context, window time.Duration) error {
+	h.mu.Lock()
+	h.draining = true
+	clients := make([]*client, 0, len(h.clients))
+	for c := range h.clients {
+		clients = append(clients, c)
+	}
+	h.mu.Unlock()
+
+	var step time.Duration
+	if len(clients) > 1 {
+		step = window / time.Duration(len(clients))
+	}
+	for i, c := range clients {
+		if i > 0 && step > 0 {
+			select {
+			case <-time.After(step):
+			case <-ctx.Done():
+			}
+		}
+		c.closeWith(StatusShuttingDown, "node shutting down")
+	}
+	done := make(chan struct{})
+	go func() { h.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close ends every session at once without a close handshake.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	h.draining = true
+	h.mu.Unlock()
+	h.cancel()
+	h.sessions.Wait()
+}
+
+func (h *Hub) register(c *client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.draining {
+		return false
+	}
+	h.clients[c] = struct{}{}
+	h.sessions.Add(1)
+	return true
+}
+
+func (h *Hub) unregister(c *client) {
+	h.mu.Lock()
+	delete(h.clients, c)
+	h.mu.Unlock()
+	h.sessions.Done()
+}
+
+// ServeHTTP upgrades GET /ws and runs the session until it ends.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.RLock()
+	draining := h.draining
+	h.mu.RUnlock()
+	if draining {
+		http.Error(w, `{"error":"node shutting down"}`, http.StatusServiceUnavailable)
+		return
+	}
+	var claims *auth.Claims
+	if token, ok := bearer(r); ok {
+		var err error
+		if claims, err = h.opts.Verifier.Verify(token); err != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write(encode(map[string]string{"error": err.Error()}))
+			return
+		}
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:   []string{Subprotocol},
+		OriginPatterns: h.opts.OriginPatterns,
+	})
+	if err != nil {
+		// Accept has already answered the request.
+		h.log.Debug("websocket upgrade failed", "err", err)
+		return
+	}
+	conn.SetReadLimit(h.opts.MaxFrameBytes)
+	c := newClient(h, conn)
+	if !h.register(c) {
+		conn.Close(StatusShuttingDown, "node shutting down")
+		return
+	}
+	defer h.unregister(c)
+	c.run(claims)
+}
+
+// bearer returns the token of an "Authorization: Bearer" header.
+func bearer(r *http.Request) (string, bool) {
+	const prefix = "Bearer "
+	v := r.Header.Get("Authorization")
+	if len(v) < len(prefix) || !strings.EqualFold(v[:len(prefix)], prefix) {
+		return "", false
+	}
+	return v[len(prefix):], true
+}

@@ -1,0 +1,359 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"herald/channels"
+	"herald/hub"
+	"herald/internal/heraldtest"
+	"herald/internal/server"
+)
+
+func start(t *testing.T, mod func(*server.Config)) *heraldtest.Node {
+	t.Helper()
+	cfg := heraldtest.Config()
+	if mod != nil {
+		mod(&cfg)
+	}
+	return heraldtest.Start(t, cfg)
+}
+
+func TestConnect_HeaderTokenIsAcknowledgedUnprompted(t *testing.T) {
+	n := start(t, nil)
+	c := heraldtest.DialHeader(t, n, http.Header{"Authorization": {"Bearer " + heraldtest.Token(t, "42", "")}})
+	f := c.Expect("connected")
+	if _, ok := f["id"]; ok {
+		t.Fatalf("unprompted connected carries an id: %v", f)
+	}
+	if f.String("client") == "" || f.String("node") != "test-node" || f["expires"].(float64) < float64(time.Now().Unix()) {
+		t.Fatalf("connected frame %v", f)
+	}
+	if c.Conn.Subprotocol() != hub.Subprotocol {
+		t.Fatalf("subprotocol %q", c.Conn.Subprotocol())
+	}
+}
+
+func TestConnect_FirstFrameRepliesWithItsID(t *testing.T) {
+	n := start(t, nil)
+	c := heraldtest.Dial(t, n)
+	c.Send(map[string]any{"id": 1, "type": "connect", "token": heraldtest.Token(t, "42", "")})
+	f := c.Expect("connected")
+	if f["id"] != float64(1) {
+		t.Fatalf("connected frame %v", f)
+	}
+}
+
+func TestConnect_BadHeaderTokenIs401BeforeUpgrade(t *testing.T) {
+	n := start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, n.WS(), &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer nope"}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("dial with a bad token: err %v, resp %v", err, resp)
+	}
+}
+
+func TestConnect_Refusals(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.Hub.AuthTimeout = 300 * time.Millisecond })
+	cases := map[string]func(c *heraldtest.Client){
+		"silence":           func(*heraldtest.Client) {},
+		"other first frame": func(c *heraldtest.Client) { c.Send(map[string]any{"type": "ping"}) },
+		"bad token":         func(c *heraldtest.Client) { c.Send(map[string]any{"type": "connect", "token": "x.y.z"}) },
+		"expired token":     func(c *heraldtest.Client) { c.Send(map[string]any{"type": "connect", "token": heraldtest.TokenTTL(t, -time.Minute, "42", "")}) },
+		"not JSON":          func(c *heraldtest.Client) { c.SendRaw([]byte("hello")) },
+	}
+	for name, act := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := heraldtest.Dial(t, n)
+			act(c)
+			if code := c.CloseStatus(5 * time.Second); code != hub.StatusUnauthorized {
+				t.Fatalf("close code %d, want 4001", code)
+			}
+		})
+	}
+}
+
+func TestSubscribe_LiveFromCurrentOffset(t *testing.T) {
+	n := start(t, nil)
+	n.Publish(t, "user:42", map[string]any{"before": true})
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	id := c.Send(map[string]any{"type": "subscribe", "channel": "user:42"})
+	f := c.Expect("subscribed")
+	if f["id"] != float64(id) || f.Offset() != 1 || f["recovered"] != false || f.String("epoch") == "" || f.String("channel") != "user:42" {
+		t.Fatalf("subscribed %v", f)
+	}
+	n.Publish(t, "user:42", map[string]any{"amount": "0.0623414132"})
+	p := c.Expect("pub")
+	if p.Offset() != 2 || p.String("channel") != "user:42" || p.String("epoch") != f.String("epoch") {
+		t.Fatalf("pub %v", p)
+	}
+	if d := p["data"].(map[string]any); d["amount"] != "0.0623414132" {
+		t.Fatalf("data %v", d)
+	}
+	if _, ok := p["id"]; ok {
+		t.Fatal("pub carries an id")
+	}
+}
+
+func TestSubscribe_EmptyChannelIsOffsetZero(t *testing.T) {
+	n := start(t, nil)
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	if f := c.Subscribe("user:42"); f.Offset() != 0 {
+		t.Fatalf("subscribed %v", f)
+	}
+}
+
+func TestSubscribe_Errors(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.Hub.MaxSubscriptions = 3 })
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", "acme", "user:7", "merchant:shared"))
+	for _, ch := range []string{"user:42", "merchant:acme", "alerts:acme"} {
+		c.Subscribe(ch)
+	}
+	cases := []struct {
+		frame map[string]any
+		code  string
+	}{
+		{map[string]any{"type": "subscribe", "channel": "user:42"}, "already_subscribed"},
+		{map[string]any{"type": "subscribe", "channel": "user:7"}, "too_many_subscriptions"},
+		{map[string]any{"type": "subscribe", "channel": "user:43"}, "forbidden"},
+		{map[string]any{"type": "subscribe", "channel": "merchant:other"}, "forbidden"},
+		{map[string]any{"type": "subscribe", "channel": "alerts:other"}, "forbidden"},
+		{map[string]any{"type": "subscribe", "channel": "user:a b"}, "bad_request"},
+		{map[string]any{"type": "subscribe", "channel": "users:42"}, "bad_request"},
+		{map[string]any{"type": "subscribe", "channel": "user:42", "since": map[string]any{"offset": 1}}, "bad_request"},
+		{map[string]any{"type": "subscribe", "channel": "user:42", "since": "yesterday"}, "bad_request"},
+		{map[string]any{"type": "unsubscribe", "channel": "user:7"}, "not_subscribed"},
+		{map[string]any{"type": "history", "channel": "user:42", "limit": 0}, "bad_request"},
+		{map[string]any{"type": "history", "channel": "user:42", "limit": 1001}, "bad_request"},
+		{map[string]any{"type": "history", "channel": "user:43"}, "forbidden"},
+		{map[string]any{"type": "connect", "token": "x"}, "bad_request"},
+		{map[string]any{"type": "ping", "id": "seven"}, "bad_request"},
+	}
+	for _, tc := range cases {
+		c.Send(tc.frame)
+		f := c.Expect("error")
+		if f.String("code") != tc.code || f.String("message") == "" {
+			t.Errorf("%v: got %v, want code %s", tc.frame, f, tc.code)
+		}
+	}
+	// The connection survived every refusal.
+	c.Send(map[string]any{"type": "unsubscribe", "channel": "alerts:acme"})
+	c.Expect("unsubscribed")
+	c.Subscribe("user:7")
+}
+
+func TestUnsubscribe_StopsDelivery(t *testing.T) {
+	n := start(t, nil)
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	c.Subscribe("user:42")
+	id := c.Send(map[string]any{"type": "unsubscribe", "channel": "user:42"})
+	f := c.Expect("unsubscribed")
+	if f["id"] != float64(id) || f.String("channel") != "user:42" {
+		t.Fatalf("unsubscribed %v", f)
+	}
+	n.Publish(t, "user:42", 1)
+	c.Send(map[string]any{"type": "ping"})
+	c.Expect("pong") // nothing was delivered in between
+}
+
+func TestPing(t *testing.T) {
+	n := start(t, nil)
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	c.Send(map[string]any{"id": 6, "type": "ping"})
+	if f := c.Expect("pong"); f["id"] != float64(6) {
+		t.Fatalf("pong %v", f)
+	}
+}
+
+func TestHistory(t *testing.T) {
+	n := start(t, nil)
+	for i := 1; i <= 5; i++ {
+		n.Publish(t, "user:42", map[string]any{"i": i})
+	}
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	c.Send(map[string]any{"id": 4, "type": "history", "channel": "user:42", "limit": 3})
+	f := c.Expect("history")
+	pubs := f["publications"].([]any)
+	if f["id"] != float64(4) || f.Offset() != 5 || len(pubs) != 3 || f.String("epoch") == "" {
+		t.Fatalf("history %v", f)
+	}
+	for i, p := range pubs {
+		p := p.(map[string]any)
+		if p["offset"] != float64(3+i) || p["data"].(map[string]any)["i"] != float64(3+i) {
+			t.Fatalf("publication %d: %v", i, p)
+		}
+	}
+	c.Send(map[string]any{"type": "history", "channel": "user:42", "since": map[string]any{"offset": 3, "epoch": f.String("epoch")}})
+	f = c.Expect("history")
+	if pubs := f["publications"].([]any); len(pubs) != 2 || f["recovered"] != true {
+		t.Fatalf("history since 3: %v", f)
+	}
+	c.Send(map[string]any{"type": "history", "channel": "user:42", "since": map[string]any{"offset": 3, "epoch": "nope"}})
+	if f = c.Expect("history"); f["recovered"] != false || f.String("reason") != "epoch_mismatch" {
+		t.Fatalf("history with a wrong epoch: %v", f)
+	}
+}
+
+func TestProtocolErrorsClose4002(t *testing.T) {
+	n := start(t, nil)
+	cases := map[string]func(c *heraldtest.Client){
+		"not JSON":     func(c *heraldtest.Client) { c.SendRaw([]byte("{nope")) },
+		"array":        func(c *heraldtest.Client) { c.SendRaw([]byte(`[{"type":"ping"}]`)) },
+		"string":       func(c *heraldtest.Client) { c.SendRaw([]byte(`"ping"`)) },
+		"unknown type": func(c *heraldtest.Client) { c.Send(map[string]any{"type": "publish"}) },
+		"no type":      func(c *heraldtest.Client) { c.Send(map[string]any{"channel": "user:42"}) },
+		"binary": func(c *heraldtest.Client) {
+			_ = c.Conn.Write(context.Background(), websocket.MessageBinary, []byte(`{"type":"ping"}`))
+		},
+		"invalid UTF-8": func(c *heraldtest.Client) { c.SendRaw([]byte("{\"type\":\"ping\",\"x\":\"\xff\"}")) },
+	}
+	for name, act := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+			act(c)
+			if code := c.CloseStatus(5 * time.Second); code != hub.StatusProtocolError {
+				t.Fatalf("close code %d, want 4002", code)
+			}
+		})
+	}
+}
+
+func TestOversizeFrameCloses1009(t *testing.T) {
+	n := start(t, nil)
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	big := fmt.Sprintf(`{"type":"ping","pad":"%s"}`, strings.Repeat("x", 64<<10))
+	_ = c.Conn.Write(context.Background(), websocket.MessageText, []byte(big))
+	if code := c.CloseStatus(5 * time.Second); code != websocket.StatusMessageTooBig {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+	// A frame of exactly the limit is fine.
+	c = heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	pad := 64<<10 - len(`{"type":"ping","pad":""}`)
+	c.SendRaw([]byte(fmt.Sprintf(`{"type":"ping","pad":"%s"}`, strings.Repeat("x", pad))))
+	c.Expect("pong")
+}
+
+func TestTokenExpiryCloses4008UnlessRefreshed(t *testing.T) {
+	n := start(t, nil)
+	expiring := heraldtest.Connect(t, n, heraldtest.TokenTTL(t, 1500*time.Millisecond, "42", ""))
+	refreshed := heraldtest.Connect(t, n, heraldtest.TokenTTL(t, 1500*time.Millisecond, "42", ""))
+	refreshed.Send(map[string]any{"id": 5, "type": "refresh", "token": heraldtest.Token(t, "42", "")})
+	f := refreshed.Expect("refreshed")
+	if f["id"] != float64(5) || f["expires"].(float64) < float64(time.Now().Add(50*time.Minute).Unix()) {
+		t.Fatalf("refreshed %v", f)
+	}
+	if code := expiring.CloseStatus(5 * time.Second); code != hub.StatusTokenExpired {
+		t.Fatalf("close code %d, want 4008", code)
+	}
+	time.Sleep(time.Second)
+	refreshed.Send(map[string]any{"type": "ping"})
+	refreshed.Expect("pong")
+}
+
+func TestRefresh_Refusals(t *testing.T) {
+	n := start(t, nil)
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", "acme"))
+	c.Subscribe("merchant:acme")
+	for _, tok := range []string{heraldtest.Token(t, "43", "acme"), "garbage", heraldtest.TokenTTL(t, -time.Minute, "42", "")} {
+		c.Send(map[string]any{"type": "refresh", "token": tok})
+		if f := c.Expect("error"); f.String("code") != "forbidden" {
+			t.Fatalf("refresh with %q: %v", tok, f)
+		}
+	}
+	// A token that no longer grants the merchant drops that subscription.
+	c.Send(map[string]any{"type": "refresh", "token": heraldtest.Token(t, "42", "")})
+	c.Expect("refreshed")
+	if f := c.Expect("unsubscribed"); f.String("channel") != "merchant:acme" {
+		t.Fatalf("got %v", f)
+	}
+}
+
+func TestServerPingsDropDeadPeers(t *testing.T) {
+	n := start(t, func(c *server.Config) {
+		c.Hub.PingInterval = 100 * time.Millisecond
+		c.Hub.PongTimeout = 300 * time.Millisecond
+	})
+	alive := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	dead := heraldtest.Connect(t, n, heraldtest.Token(t, "43", ""))
+	// alive keeps reading (which answers pings); dead does not.
+	stop := make(chan struct{})
+	pongs := make(chan heraldtest.Frame, 100)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f, err := alive.ReadTimeout(5 * time.Second)
+			if err != nil {
+				return
+			}
+			pongs <- f
+		}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	if got := n.Server.Hub().Clients(); got != 1 {
+		t.Fatalf("%d clients connected, want only the one answering pings", got)
+	}
+	if _, err := dead.ReadTimeout(2 * time.Second); err == nil {
+		t.Fatal("dead peer still gets frames")
+	}
+	alive.Send(map[string]any{"type": "ping"})
+	select {
+	case f := <-pongs:
+		if f.Type() != "pong" {
+			t.Fatalf("got %v", f)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("live client was dropped")
+	}
+	close(stop)
+}
+
+func TestDrainCloses4010AndRefusesNewClients(t *testing.T) {
+	n := start(t, nil)
+	a := heraldtest.Connect(t, n, heraldtest.Token(t, "1", ""))
+	b := heraldtest.Connect(t, n, heraldtest.Token(t, "2", ""))
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- n.Server.Drain(ctx, 200*time.Millisecond)
+	}()
+	for _, c := range []*heraldtest.Client{a, b} {
+		if code := c.CloseStatus(5 * time.Second); code != hub.StatusShuttingDown {
+			t.Fatalf("close code %d, want 4010", code)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, resp, err := websocket.Dial(ctx, n.WS(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("dial while draining: %v %v", err, resp)
+	}
+	if status, _ := n.Get(t, "/readyz"); status != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while draining: %d", status)
+	}
+}
+
+// Channels.Broker is reachable for tests that need to publish faster than
+// the HTTP API allows.
+func publishDirect(t *testing.T, n *heraldtest.Node, ch string, data string) channels.PublishResult {
+	t.Helper()
+	r, err := n.Server.Broker().Publish(context.Background(), ch, json.RawMessage(data), channels.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}

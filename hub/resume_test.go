@@ -1,0 +1,242 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"herald/channels"
+	"herald/hub"
+	"herald/internal/heraldtest"
+	"herald/internal/server"
+)
+
+// subscribeSince subscribes with a since position and returns the reply.
+func subscribeSince(c *heraldtest.Client, ch string, offset uint64, epoch string) heraldtest.Frame {
+	c.Send(map[string]any{"type": "subscribe", "channel": ch, "since": map[string]any{"offset": offset, "epoch": epoch}})
+	return c.Expect("subscribed")
+}
+
+// expectPubs reads pub frames and checks they carry offsets from..to in order.
+func expectPubs(t *testing.T, c *heraldtest.Client, from, to uint64) {
+	t.Helper()
+	for o := from; o <= to; o++ {
+		f := c.Expect("pub")
+		if f.Offset() != o {
+			t.Fatalf("got offset %d, want %d", f.Offset(), o)
+		}
+		var d struct{ N uint64 }
+		b, _ := json.Marshal(f["data"])
+		_ = json.Unmarshal(b, &d)
+		if d.N != o {
+			t.Fatalf("offset %d carries data %s", o, b)
+		}
+	}
+}
+
+func publishN(t *testing.T, n *heraldtest.Node, ch string, count int) {
+	t.Helper()
+	for i := 0; i < count; i++ {
+		top, err := n.Server.Broker().History(context.Background(), ch, channels.HistoryOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		publishDirect(t, n, ch, fmt.Sprintf(`{"n":%d}`, top.Offset+1))
+	}
+}
+
+func TestResume_DeliversMissedOnceInOrder(t *testing.T) {
+	n := start(t, nil)
+	tok := heraldtest.Token(t, "42", "")
+	c := heraldtest.Connect(t, n, tok)
+	epoch := c.Subscribe("user:42").String("epoch")
+	publishN(t, n, "user:42", 3)
+	expectPubs(t, c, 1, 3)
+	_ = c.Conn.CloseNow()
+
+	publishN(t, n, "user:42", 7)
+	c = heraldtest.Connect(t, n, tok)
+	f := subscribeSince(c, "user:42", 3, epoch)
+	if f["recovered"] != true || f.Offset() != 10 || f.String("epoch") != epoch {
+		t.Fatalf("subscribed %v", f)
+	}
+	expectPubs(t, c, 4, 10)
+	publishN(t, n, "user:42", 1)
+	expectPubs(t, c, 11, 11)
+}
+
+func TestResume_NothingMissedIsRecovered(t *testing.T) {
+	n := start(t, nil)
+	publishN(t, n, "user:42", 2)
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	epoch := c.Subscribe("user:42").String("epoch")
+	c.Send(map[string]any{"type": "unsubscribe", "channel": "user:42"})
+	c.Expect("unsubscribed")
+	if f := subscribeSince(c, "user:42", 2, epoch); f["recovered"] != true || f.Offset() != 2 {
+		t.Fatalf("subscribed %v", f)
+	}
+	publishN(t, n, "user:42", 1)
+	expectPubs(t, c, 3, 3)
+}
+
+func TestResume_WrongEpochIsAGap(t *testing.T) {
+	n := start(t, nil)
+	publishN(t, n, "user:42", 5)
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	f := subscribeSince(c, "user:42", 3, "an-old-epoch")
+	if f["recovered"] != false || f.String("reason") != channels.ReasonEpochMismatch || f.Offset() != 5 {
+		t.Fatalf("subscribed %v", f)
+	}
+	publishN(t, n, "user:42", 1)
+	expectPubs(t, c, 6, 6) // live only: nothing from the other epoch
+}
+
+func TestResume_ExpiredOffsetIsAGap(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.HistorySize = 5 })
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	epoch := c.Subscribe("user:42").String("epoch")
+	_ = c.Conn.CloseNow()
+	publishN(t, n, "user:42", 20)
+	c = heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	f := subscribeSince(c, "user:42", 3, epoch)
+	if f["recovered"] != false || f.String("reason") != channels.ReasonOffsetExpired || f.Offset() != 20 {
+		t.Fatalf("subscribed %v", f)
+	}
+	publishN(t, n, "user:42", 1)
+	expectPubs(t, c, 21, 21)
+	// Just inside retention still recovers.
+	c2 := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	if f := subscribeSince(c2, "user:42", 16, epoch); f["recovered"] != true {
+		t.Fatalf("subscribed %v", f)
+	}
+	expectPubs(t, c2, 17, 21)
+}
+
+// TestResume_HammerNoGapNoDuplicate subscribes with since while a publisher
+// appends as fast as it can: every client must see each offset after its
+// since exactly once, in order, through to the end.
+func TestResume_HammerNoGapNoDuplicate(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.HistorySize = 100000 })
+	const ch, total = "user:42", 20000
+	epoch := heraldtest.Connect(t, n, heraldtest.Token(t, "42", "")).Subscribe(ch).String("epoch")
+	var published atomic.Uint64
+	go func() {
+		for i := 1; i <= total; i++ {
+			r, err := n.Server.Broker().Publish(context.Background(), ch, json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)), channels.PublishOptions{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			published.Store(r.Offset)
+		}
+	}()
+
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := 0; round < 4 || published.Load() < total; round++ {
+				since := uint64(0)
+				if p := published.Load(); p > 0 {
+					since = rand.Uint64N(p + 1)
+				}
+				if err := followTo(n, ch, since, epoch, total); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// followTo subscribes since (since, epoch) and checks offsets since+1..last.
+func followTo(n *heraldtest.Node, ch string, since uint64, epoch string, last uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := dialRaw(ctx, n)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if err := c.send(ctx, map[string]any{"type": "connect", "token": tokenFor("42")}); err != nil {
+		return err
+	}
+	if f, err := c.read(ctx); err != nil || f["type"] != "connected" {
+		return fmt.Errorf("connect: %v %v", f, err)
+	}
+	if err := c.send(ctx, map[string]any{"id": 2, "type": "subscribe", "channel": ch, "since": map[string]any{"offset": since, "epoch": epoch}}); err != nil {
+		return err
+	}
+	f, err := c.read(ctx)
+	if err != nil || f["type"] != "subscribed" || f["recovered"] != true {
+		return fmt.Errorf("subscribe since %d: %v %v", since, f, err)
+	}
+	want := since + 1
+	for want <= last {
+		f, err := c.read(ctx)
+		if err != nil {
+			return fmt.Errorf("since %d: waiting for %d: %w", since, want, err)
+		}
+		if f["type"] != "pub" {
+			return fmt.Errorf("since %d: unexpected %v", since, f)
+		}
+		if got := uint64(f["offset"].(float64)); got != want {
+			return fmt.Errorf("since %d: got offset %d, want %d", since, got, want)
+		}
+		want++
+	}
+	return nil
+}
+
+func TestSlowConsumerClosed4009WhileFastOneKeepsUp(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.Hub.SendQueueBytes = 256 << 10 })
+	fast := heraldtest.Connect(t, n, heraldtest.Token(t, "42", "acme"))
+	slow := heraldtest.Connect(t, n, heraldtest.Token(t, "43", "acme"))
+	fast.Subscribe("merchant:acme")
+	slow.Subscribe("merchant:acme") // and then never reads until the end
+
+	// Enough to fill the stalled client's socket buffers and its queue.
+	const total = 20000
+	pad := fmt.Sprintf("%01000d", 0)
+	var received atomic.Uint64
+	got := make(chan error, 1)
+	go func() {
+		for o := uint64(1); o <= total; o++ {
+			f, err := fast.ReadTimeout(20 * time.Second)
+			if err != nil {
+				got <- fmt.Errorf("fast client at %d: %w", o, err)
+				return
+			}
+			if f.Type() != "pub" || f.Offset() != o {
+				got <- fmt.Errorf("fast client: got %v, want offset %d", f["offset"], o)
+				return
+			}
+			received.Store(o)
+		}
+		got <- nil
+	}()
+	start := time.Now()
+	for i := 1; i <= total; i++ {
+		// The fast client keeps up by definition: never more than 100
+		// publications (100 KiB) behind. The slow one falls behind freely.
+		for uint64(i)-received.Load() > 100 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		publishDirect(t, n, "merchant:acme", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, pad))
+	}
+	publishTime := time.Since(start)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if code := slow.CloseStatus(20 * time.Second); code != hub.StatusTooSlow {
+		t.Fatalf("slow client close code %d, want 4009", code)
+	}
+	t.Logf("published %d × 1 KiB in %v beside a stalled subscriber", total, publishTime)
+}

@@ -1,0 +1,264 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"herald/auth"
+	"herald/channels"
+)
+
+// client is one websocket session.
+type client struct {
+	hub  *Hub
+	conn *websocket.Conn
+	id   string
+	ctx  context.Context
+	stop context.CancelFunc
+
+	// Owned by the session's read goroutine.
+	claims *auth.Claims
+	grants channels.Grants
+	subs   map[string]*subscription
+
+	// mu guards the send queue and the timers.
+	mu        sync.Mutex
+	queue     [][]byte
+	queued    int
+	writing   bool
+	closing   bool
+	expiry    *time.Timer
+	pingTimer *time.Timer
+}
+
+func newClient(h *Hub, conn *websocket.Conn) *client {
+	ctx, stop := context.WithCancel(h.ctx)
+	return &client{hub: h, conn: conn, id: newID(), ctx: ctx, stop: stop, subs: make(map[string]*subscription)}
+}
+
+// run authenticates the client (claims are nil when the upgrade carried no
+// token), then reads and answers frames until the connection ends.
+func (c *client) run(claims *auth.Claims) {
+	defer c.cleanup()
+	var connectID *int64
+	if claims == nil {
+		var ok bool
+		if claims, connectID, ok = c.authenticate(); !ok {
+			return
+		}
+	}
+	c.setClaims(claims)
+	c.send(encode(connectedFrame{ID: connectID, Type: "connected", Client: c.id, Node: c.hub.opts.Node, Expires: claims.Expires().Unix()}))
+	c.mu.Lock()
+	c.pingTimer = time.AfterFunc(c.hub.opts.PingInterval, c.ping)
+	c.mu.Unlock()
+
+	for {
+		typ, data, err := c.conn.Read(c.ctx)
+		if err != nil {
+			return
+		}
+		if typ != websocket.MessageText {
+			c.protocolError("binary frames are not supported")
+			return
+		}
+		f, err := decodeFrame(data)
+		if errors.Is(err, errProtocol) {
+			c.protocolError(err.Error())
+			return
+		}
+		if err != nil {
+			c.replyError(f.ID, err)
+			continue
+		}
+		c.handle(f)
+	}
+}
+
+// authenticate waits for the connect frame. On failure it closes the
+// connection with 4001 and reports false.
+func (c *client) authenticate() (*auth.Claims, *int64, bool) {
+	timer := time.AfterFunc(c.hub.opts.AuthTimeout, func() {
+		c.closeWith(StatusUnauthorized, "authentication timeout")
+	})
+	defer timer.Stop()
+	typ, data, err := c.conn.Read(c.ctx)
+	if err != nil {
+		return nil, nil, false
+	}
+	if !timer.Stop() {
+		return nil, nil, false // timed out while the frame arrived
+	}
+	f, err := decodeFrame(data)
+	if typ != websocket.MessageText || err != nil || f.Type != typeConnect {
+		c.closeWith(StatusUnauthorized, "first frame must be connect")
+		return nil, nil, false
+	}
+	claims, err := c.hub.opts.Verifier.Verify(f.Token)
+	if err != nil {
+		c.closeWith(StatusUnauthorized, closeReason(err.Error()))
+		return nil, nil, false
+	}
+	return claims, f.ID, true
+}
+
+func (c *client) setClaims(claims *auth.Claims) {
+	c.claims = claims
+	c.grants = claims.Grants()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := time.Until(claims.Expires())
+	if c.expiry == nil {
+		c.expiry = time.AfterFunc(d, func() { c.closeWith(StatusTokenExpired, "token expired") })
+		return
+	}
+	c.expiry.Reset(d)
+}
+
+func (c *client) handle(f frame) {
+	switch f.Type {
+	case typeSubscribe:
+		c.subscribe(f)
+	case typeUnsubscribe:
+		c.unsubscribe(f)
+	case typeHistory:
+		c.history(f)
+	case typeRefresh:
+		c.refresh(f)
+	case typePing:
+		c.send(encode(replyFrame{ID: f.ID, Type: "pong"}))
+	case typeConnect:
+		c.replyError(f.ID, badRequest("already connected"))
+	}
+}
+
+func (c *client) refresh(f frame) {
+	claims, err := c.hub.opts.Verifier.Verify(f.Token)
+	if err != nil {
+		c.replyError(f.ID, &requestError{codeForbidden, err.Error()})
+		return
+	}
+	if claims.Subject != c.claims.Subject {
+		c.replyError(f.ID, &requestError{codeForbidden, "refresh token is for another sub"})
+		return
+	}
+	c.mu.Lock()
+	expired := c.closing
+	c.mu.Unlock()
+	if expired {
+		return
+	}
+	c.setClaims(claims)
+	c.send(encode(refreshedFrame{ID: f.ID, Type: "refreshed", Expires: claims.Expires().Unix()}))
+	// A refreshed token may grant less: drop what it no longer covers.
+	for name, s := range c.subs {
+		if !c.grants.Allows(name) {
+			c.leave(s)
+			c.send(encode(channelFrame{Type: "unsubscribed", Channel: name}))
+		}
+	}
+}
+
+// ping keeps the connection alive and drops a peer that stopped answering.
+// It runs on a timer, so an idle client has no goroutine for it.
+func (c *client) ping() {
+	ctx, cancel := context.WithTimeout(c.ctx, c.hub.opts.PongTimeout)
+	defer cancel()
+	if err := c.conn.Ping(ctx); err != nil {
+		// A ping that timed out has already closed the connection.
+		c.closeNow()
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closing {
+		c.pingTimer.Reset(c.hub.opts.PingInterval)
+	}
+}
+
+func (c *client) replyError(id *int64, err error) {
+	var re *requestError
+	if !errors.As(err, &re) {
+		re = &requestError{codeInternal, "internal error"}
+		if errors.Is(err, channels.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			re = &requestError{codeUnavailable, "broker unavailable; retry"}
+		} else {
+			c.hub.log.Error("request failed", "client", c.id, "err", err)
+		}
+	}
+	c.send(encode(errorFrame{ID: id, Type: "error", Code: re.code, Message: re.message}))
+}
+
+func (c *client) protocolError(msg string) {
+	c.closeWith(StatusProtocolError, closeReason(msg))
+}
+
+// closeWith starts the close handshake with code, once, without blocking the
+// caller; anything still queued is dropped.
+func (c *client) closeWith(code websocket.StatusCode, reason string) {
+	if !c.markClosing() {
+		return
+	}
+	go func() {
+		_ = c.conn.Close(code, reason)
+		c.stop()
+	}()
+}
+
+// closeNow drops the connection without a handshake.
+func (c *client) closeNow() {
+	c.markClosing()
+	_ = c.conn.CloseNow()
+	c.stop()
+}
+
+func (c *client) markClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.closing = true
+	c.queue, c.queued = nil, 0
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	if c.pingTimer != nil {
+		c.pingTimer.Stop()
+	}
+	return true
+}
+
+// cleanup runs when the session's read loop ends: it leaves every channel
+// and makes sure the connection is closed.
+func (c *client) cleanup() {
+	for _, s := range c.subs {
+		c.leave(s)
+	}
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if !closing {
+		c.closeNow()
+	}
+}
+
+// closeReason fits a reason into a close frame (123 bytes).
+func closeReason(s string) string {
+	if len(s) > 123 {
+		s = s[:120] + "..."
+	}
+	return s
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

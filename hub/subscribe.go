@@ -1,0 +1,338 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"herald/channels"
+)
+
+// hubChannel is a channel with local subscribers.
+type hubChannel struct {
+	name string
+
+	// refs counts the sessions holding the channel; guarded by Hub.mu.
+	refs int
+
+	// brokerMu serialises Subscribe and Unsubscribe calls to the broker for
+	// this channel; subscribed says whether the broker feeds us.
+	brokerMu   sync.Mutex
+	subscribed bool
+
+	// mu guards subs and is held while a publication is fanned out, so every
+	// subscription sees the channel's publications in order and a resume's
+	// merge cannot interleave with them.
+	mu   sync.Mutex
+	subs map[*subscription]struct{}
+}
+
+// subscription is one client's membership in one channel. Its fields are
+// guarded by its hubChannel's mu.
+type subscription struct {
+	c  *client
+	hc *hubChannel
+	// recovering is set between joining the live feed and finishing the
+	// subscribe reply: publications are held in pending meanwhile.
+	recovering   bool
+	pending      []event
+	pendingBytes int
+	// epoch and last are the position of the last publication delivered.
+	epoch string
+	last  uint64
+}
+
+// event is a live publication (frame set) or a reset of the channel's log.
+type event struct {
+	pub    channels.Publication
+	frame  []byte
+	reset  bool
+	reason string
+}
+
+// HandlePublication implements channels.Handler: it fans pub out to the
+// channel's local subscribers, encoding it once.
+func (h *Hub) HandlePublication(channel string, pub channels.Publication) {
+	h.mu.RLock()
+	hc := h.chans[channel]
+	h.mu.RUnlock()
+	if hc == nil {
+		return
+	}
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if len(hc.subs) == 0 {
+		return
+	}
+	ev := event{pub: pub, frame: appendPub(make([]byte, 0, 64+len(channel)+len(pub.Data)), channel, pub)}
+	for s := range hc.subs {
+		s.deliver(ev)
+	}
+}
+
+// HandleReset implements channels.Handler: subscribers learn of the loss
+// through a subscribed frame with recovered:false.
+func (h *Hub) HandleReset(channel string, pos channels.Position, reason string) {
+	h.mu.RLock()
+	hc := h.chans[channel]
+	h.mu.RUnlock()
+	if hc == nil {
+		return
+	}
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	ev := event{pub: channels.Publication{Offset: pos.Offset, Epoch: pos.Epoch}, reset: true, reason: reason}
+	for s := range hc.subs {
+		s.deliver(ev)
+	}
+}
+
+// deliver hands one event to the client, keeping the protocol's promise:
+// offsets strictly increase within an epoch, and any gap or change of epoch
+// is announced by a subscribed frame with recovered:false. hc.mu is held.
+func (s *subscription) deliver(ev event) {
+	if s.recovering {
+		s.pending = append(s.pending, ev)
+		s.pendingBytes += len(ev.frame)
+		if s.pendingBytes > s.c.hub.opts.SendQueueBytes {
+			s.c.closeWith(StatusTooSlow, "send queue overflow")
+		}
+		return
+	}
+	p := ev.pub
+	if ev.reset {
+		if p.Epoch != s.epoch || p.Offset > s.last {
+			s.announceGap(p.Epoch, p.Offset, ev.reason)
+		}
+		return
+	}
+	if p.Epoch != s.epoch {
+		s.announceGap(p.Epoch, p.Offset-1, channels.ReasonEpochMismatch)
+	}
+	if p.Offset <= s.last {
+		return // already delivered (history and live feed overlap)
+	}
+	if p.Offset != s.last+1 {
+		s.announceGap(p.Epoch, p.Offset-1, channels.ReasonOffsetExpired)
+	}
+	s.c.send(ev.frame)
+	s.last = p.Offset
+}
+
+// announceGap tells the client it missed publications and continues from
+// pos; a server-initiated subscribed frame (no id) with recovered:false.
+func (s *subscription) announceGap(epoch string, offset uint64, reason string) {
+	s.c.send(encode(subscribedFrame{Type: "subscribed", Channel: s.hc.name, Epoch: epoch, Offset: offset, Recovered: false, Reason: reason}))
+	s.epoch, s.last = epoch, offset
+}
+
+// subscribe joins a channel, race-free: the subscription is attached to the
+// live feed (holding what arrives) before the log is read, then the reply,
+// the missed publications and the held ones are queued in offset order.
+func (c *client) subscribe(f frame) {
+	name, err := c.checkChannel(f.Channel)
+	if err == nil && f.Since != nil && f.Since.Epoch == "" {
+		err = badRequest(`"since" needs an "epoch"`)
+	}
+	if err != nil {
+		c.replyError(f.ID, err)
+		return
+	}
+	if _, ok := c.subs[name]; ok {
+		c.replyError(f.ID, &requestError{codeAlreadySubscribed, "already subscribed to " + name})
+		return
+	}
+	if len(c.subs) >= c.hub.opts.MaxSubscriptions {
+		c.replyError(f.ID, &requestError{codeTooManySubscriptions, fmt.Sprintf("at most %d subscriptions per connection", c.hub.opts.MaxSubscriptions)})
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.hub.opts.BrokerTimeout)
+	defer cancel()
+	hc, err := c.hub.acquire(ctx, name)
+	if err != nil {
+		c.replyError(f.ID, err)
+		return
+	}
+	s := &subscription{c: c, hc: hc, recovering: true}
+	hc.mu.Lock()
+	hc.subs[s] = struct{}{}
+	hc.mu.Unlock()
+	c.subs[name] = s
+
+	res, err := c.hub.broker.History(ctx, name, channels.HistoryOptions{Since: f.Since})
+	if err != nil {
+		c.leave(s)
+		c.replyError(f.ID, err)
+		return
+	}
+
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	reply := subscribedFrame{ID: f.ID, Type: "subscribed", Channel: name, Epoch: res.Epoch, Offset: res.Offset}
+	if f.Since != nil {
+		reply.Recovered, reply.Reason = res.Recover(*f.Since)
+	}
+	if !c.send(encode(reply)) {
+		return
+	}
+	if reply.Recovered {
+		for _, p := range res.Publications {
+			c.send(appendPub(nil, name, p))
+		}
+	}
+	s.epoch, s.last = res.Epoch, res.Offset
+	s.recovering = false
+	for _, ev := range s.pending {
+		s.deliver(ev)
+	}
+	s.pending, s.pendingBytes = nil, 0
+}
+
+func (c *client) unsubscribe(f frame) {
+	name, err := c.checkName(f.Channel)
+	if err != nil {
+		c.replyError(f.ID, err)
+		return
+	}
+	s, ok := c.subs[name]
+	if !ok {
+		c.replyError(f.ID, &requestError{codeNotSubscribed, "not subscribed to " + name})
+		return
+	}
+	c.leave(s)
+	c.send(encode(channelFrame{ID: f.ID, Type: "unsubscribed", Channel: name}))
+}
+
+// leave detaches a subscription and releases its channel.
+func (c *client) leave(s *subscription) {
+	delete(c.subs, s.hc.name)
+	s.hc.mu.Lock()
+	delete(s.hc.subs, s)
+	s.pending = nil
+	s.hc.mu.Unlock()
+	c.hub.release(s.hc)
+}
+
+// MaxHistoryLimit is the most publications one history request returns.
+const MaxHistoryLimit = 1000
+
+// DefaultHistoryLimit applies when a history request names no limit.
+const DefaultHistoryLimit = 100
+
+func (c *client) history(f frame) {
+	name, err := c.checkChannel(f.Channel)
+	if err != nil {
+		c.replyError(f.ID, err)
+		return
+	}
+	opts, err := HistoryRequest(f.Since, f.Limit)
+	if err != nil {
+		c.replyError(f.ID, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.hub.opts.BrokerTimeout)
+	defer cancel()
+	res, err := c.hub.broker.History(ctx, name, opts)
+	if err != nil {
+		c.replyError(f.ID, err)
+		return
+	}
+	reply := NewHistoryReply(name, res, f.Since)
+	reply.ID, reply.Type = f.ID, "history"
+	c.send(encode(reply))
+}
+
+// HistoryRequest validates a history request's since and limit (nil when
+// absent) and returns the broker options for it.
+func HistoryRequest(since *channels.Position, limit *int) (channels.HistoryOptions, error) {
+	opts := channels.HistoryOptions{Since: since, Limit: DefaultHistoryLimit}
+	if limit != nil {
+		if *limit < 1 || *limit > MaxHistoryLimit {
+			return opts, badRequest(fmt.Sprintf(`"limit" must be between 1 and %d`, MaxHistoryLimit))
+		}
+		opts.Limit = *limit
+	}
+	if since != nil && since.Epoch == "" {
+		return opts, badRequest(`"since" needs an "epoch"`)
+	}
+	return opts, nil
+}
+
+// checkName validates a channel name.
+func (c *client) checkName(s string) (string, error) {
+	if _, err := channels.Parse(s); err != nil {
+		return "", badRequest(err.Error())
+	}
+	return s, nil
+}
+
+// checkChannel validates a channel name and the client's grant for it.
+func (c *client) checkChannel(s string) (string, error) {
+	name, err := c.checkName(s)
+	if err != nil {
+		return "", err
+	}
+	if !c.grants.Allows(name) {
+		return "", &requestError{codeForbidden, "token does not grant " + name}
+	}
+	return name, nil
+}
+
+// acquire takes a reference on a channel, subscribing this node to the
+// broker's live feed for it if it is the first.
+func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
+	h.mu.Lock()
+	hc := h.chans[name]
+	if hc == nil {
+		hc = &hubChannel{name: name, subs: make(map[*subscription]struct{})}
+		h.chans[name] = hc
+	}
+	hc.refs++
+	h.mu.Unlock()
+
+	hc.brokerMu.Lock()
+	var err error
+	if !hc.subscribed {
+		if err = h.broker.Subscribe(ctx, name); err == nil {
+			hc.subscribed = true
+		}
+	}
+	hc.brokerMu.Unlock()
+	if err != nil {
+		h.release(hc)
+		return nil, fmt.Errorf("subscribing to %s: %w", name, err)
+	}
+	return hc, nil
+}
+
+// release drops a reference; the last one unsubscribes the node from the
+// broker. The channel stays in the map until then, so that a concurrent
+// acquire of the same name is ordered after the Unsubscribe.
+func (h *Hub) release(hc *hubChannel) {
+	h.mu.Lock()
+	hc.refs--
+	idle := hc.refs == 0
+	h.mu.Unlock()
+	if !idle {
+		return
+	}
+	hc.brokerMu.Lock()
+	defer hc.brokerMu.Unlock()
+	h.mu.Lock()
+	idle = hc.refs == 0
+	h.mu.Unlock()
+	if idle && hc.subscribed {
+		ctx, cancel := context.WithTimeout(h.ctx, h.opts.BrokerTimeout)
+		if err := h.broker.Unsubscribe(ctx, hc.name); err != nil && !errors.Is(err, context.Canceled) {
+			h.log.Warn("broker unsubscribe failed", "channel", hc.name, "err", err)
+		}
+		cancel()
+		hc.subscribed = false
+	}
+	h.mu.Lock()
+	if hc.refs == 0 && !hc.subscribed && h.chans[hc.name] == hc {
+		delete(h.chans, hc.name)
+	}
+	h.mu.Unlock()
+}
