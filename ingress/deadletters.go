@@ -1,0 +1,65 @@
+package ingress
+
+import (
+	"context"
+	"sync"
+)
+
+// DeadLetter is a request the ingress could not turn into an event, kept for
+// operators (GET /v1/deadletters).
+type DeadLetter struct {
+	Provider   string `json:"provider"`
+	ReceivedAt string `json:"received_at"`
+	// Status is the HTTP status the provider got (202 or 400).
+	Status int    `json:"status"`
+	Reason string `json:"reason"`
+	// Body is the request body, cut at MaxDeadLetterBody bytes (Truncated).
+	Body      string `json:"body"`
+	Truncated bool   `json:"truncated,omitempty"`
+}
+
+// MaxDeadLetterBody is how much of a body a dead letter keeps.
+const MaxDeadLetterBody = 64 << 10
+
+// DeadLetterStore keeps the newest dead letters. Implementations: an
+// in-memory ring (NewMemoryDeadLetters) and Redis (shared by every node).
+type DeadLetterStore interface {
+	Add(ctx context.Context, d DeadLetter) error
+	// List returns up to limit dead letters, newest first.
+	List(ctx context.Context, limit int) ([]DeadLetter, error)
+}
+
+// MemoryDeadLetters keeps the newest dead letters in this process.
+type MemoryDeadLetters struct {
+	mu    sync.Mutex
+	max   int
+	items []DeadLetter // oldest first
+}
+
+// NewMemoryDeadLetters keeps at most max dead letters.
+func NewMemoryDeadLetters(max int) *MemoryDeadLetters {
+	return &MemoryDeadLetters{max: max}
+}
+
+// Add implements DeadLetterStore.
+func (m *MemoryDeadLetters) Add(_ context.Context, d DeadLetter) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.items = append(m.items, d)
+	if over := len(m.items) - m.max; over > 0 {
+		m.items = append(m.items[:0], m.items[over:]...)
+	}
+	return nil
+}
+
+// List implements DeadLetterStore.
+func (m *MemoryDeadLetters) List(_ context.Context, limit int) ([]DeadLetter, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := min(limit, len(m.items))
+	out := make([]DeadLetter, 0, n)
+	for i := len(m.items) - 1; len(out) < n; i-- {
+		out = append(out, m.items[i])
+	}
+	return out, nil
+}

@@ -1,0 +1,72 @@
+package ingress_test
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"herald/ingress"
+)
+
+func TestNewAmount_KeepsDigits(t *testing.T) {
+	for _, s := range []string{"2.00", "0.0623414132", "123456789012345678.123456789", "-1.50", "100", "1e3"} {
+		a, err := ingress.NewAmount("x", json.Number(s), "EUR")
+		if err != nil || a.Value != s {
+			t.Errorf("%s: %+v %v", s, a, err)
+		}
+	}
+	for _, s := range []string{"", "abc", "1e999999", "1e-99", "NaN", "0x10", "1,5"} {
+		if _, err := ingress.NewAmount("x", json.Number(s), "EUR"); !errors.Is(err, ingress.ErrMalformed) {
+			t.Errorf("%q accepted", s)
+		}
+	}
+}
+
+func TestParseTime(t *testing.T) {
+	for in, want := range map[string]string{
+		"2018-11-27T13:46:22.658":    "2018-11-27T13:46:22.658Z",
+		"2018-07-18 11:27:53+0000":   "2018-07-18T11:27:53Z",
+		"2022-03-15T12:13:05.909616": "2022-03-15T12:13:05.909616Z",
+		"2024-01-02T03:04:05+02:00":  "2024-01-02T01:04:05Z",
+		"2024-01-02T03:04:05Z":       "2024-01-02T03:04:05Z",
+	} {
+		got, err := ingress.ParseTime("t", in)
+		if err != nil || got != want {
+			t.Errorf("%s: %q %v, want %q", in, got, err, want)
+		}
+	}
+	if _, err := ingress.ParseTime("t", "yyyy-mm-ddThh:mm:ss.msZ"); !errors.Is(err, ingress.ErrMalformed) {
+		t.Error("a placeholder date was accepted")
+	}
+}
+
+func TestMaskCard(t *testing.T) {
+	for in, want := range map[string]string{
+		"4111111111111111":    "411111******1111",
+		"4111 1111 1111 1111": "4111 11** **** 1111",
+		"12345":               "*****",
+	} {
+		if got := ingress.MaskCard(in); got != want {
+			t.Errorf("MaskCard(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRewrite_KeepsOrderAndDigits(t *testing.T) {
+	in := `{"b": 1.50, "to": "4111111111111111", "nested": [{"to": "5500000000000004", "n": 1e2}], "a": null, "t": true}`
+	got, err := ingress.Rewrite([]byte(in), map[string]func(string) string{"to": ingress.MaskCard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"b":1.50,"to":"411111******1111","nested":[{"to":"550000******0004","n":1e2}],"a":null,"t":true}`
+	if string(got) != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	deep := make([]byte, 0, 400)
+	for i := 0; i < 200; i++ {
+		deep = append(deep, '[')
+	}
+	if _, err := ingress.Rewrite(deep, nil); !errors.Is(err, ingress.ErrMalformed) {
+		t.Fatal("deep nesting accepted")
+	}
+}

@@ -1,0 +1,333 @@
+package ingress
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"herald/channels"
+)
+
+// MaxBody is the largest webhook body accepted (413 beyond).
+const MaxBody = 1 << 20
+
+// Options configure the ingress. Zero values take the defaults in brackets.
+type Options struct {
+	Broker channels.Broker
+	// Providers are the enabled providers (those with a secret) and their
+	// settings, by slug.
+	Providers map[string]Enabled
+	// DeadLetters keeps what could not be published [in memory, 1000].
+	DeadLetters DeadLetterStore
+	// DedupWindow is how long a provider event id is remembered, so that
+	// retries are recognised; it must outlast the providers' retry
+	// schedules [72h].
+	DedupWindow time.Duration
+	// Statuses remembers each transaction's latest status [in memory].
+	Statuses StatusStore
+	// PublishTimeout bounds the appends of one request [5s].
+	PublishTimeout time.Duration
+	Logger         *slog.Logger
+	// Now is the clock [time.Now].
+	Now func() time.Time
+}
+
+// Enabled is a provider together with its configuration.
+type Enabled struct {
+	Provider Provider
+	Config   Config
+}
+
+// Ingress is the http.Handler for POST /ingress/<provider>.
+type Ingress struct {
+	opts Options
+}
+
+// New returns an Ingress.
+func New(opts Options) (*Ingress, error) {
+	if opts.Broker == nil {
+		return nil, errors.New("ingress: Broker is required")
+	}
+	for slug, p := range opts.Providers {
+		if p.Config.Secret == "" {
+			return nil, fmt.Errorf("ingress: provider %s has no secret", slug)
+		}
+		if p.Config.Tolerance <= 0 {
+			p.Config.Tolerance = 5 * time.Minute
+			opts.Providers[slug] = p
+		}
+	}
+	if opts.DeadLetters == nil {
+		opts.DeadLetters = NewMemoryDeadLetters(1000)
+	}
+	if opts.Statuses == nil {
+		opts.Statuses = NewMemoryStatuses()
+	}
+	if opts.DedupWindow <= 0 {
+		opts.DedupWindow = 72 * time.Hour
+	}
+	if opts.PublishTimeout <= 0 {
+		opts.PublishTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Ingress{opts: opts}, nil
+}
+
+// Published is the body of a 200 answer.
+type Published struct {
+	Status       string          `json:"status"`
+	Event        string          `json:"event"`
+	Publications []PublishedItem `json:"publications,omitempty"`
+}
+
+// PublishedItem is where an event went.
+type PublishedItem struct {
+	Channel string `json:"channel"`
+	Offset  uint64 `json:"offset"`
+}
+
+// outcome is one row of SPEC §3's outcome table, for logs and answers.
+type outcome struct {
+	status int
+	label  string
+	body   any
+	event  string
+}
+
+// ServeHTTP handles POST /ingress/<provider>.
+func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	slug := strings.TrimPrefix(r.URL.Path, "/ingress/")
+	o := in.serve(w, r, slug)
+	writeJSON(w, o.status, o.body)
+	in.opts.Logger.Info("ingress",
+		"provider", slug, "outcome", o.label, "status", o.status,
+		"event", o.event, "latency_ms", float64(time.Since(start).Microseconds())/1000)
+}
+
+func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) outcome {
+	p, ok := in.opts.Providers[slug]
+	if !ok {
+		return fail(http.StatusNotFound, "not_found", "no enabled provider "+truncate(slug))
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return fail(http.StatusMethodNotAllowed, "method", "use POST")
+	}
+	if !allowed(p.Config.Allow, r.RemoteAddr) {
+		return fail(http.StatusForbidden, "forbidden", "source address not allowed")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return fail(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", MaxBody))
+		}
+		return fail(http.StatusBadRequest, "bad_body", "reading body: "+err.Error())
+	}
+	now := in.opts.Now()
+	req := &Request{Method: r.Method, Path: r.URL.Path, Header: r.Header, Body: body, Config: p.Config, Now: now}
+	if err := authenticate(p, req, r); err != nil {
+		return fail(http.StatusUnauthorized, "unauthorized", err.Error())
+	}
+
+	ev, err := p.Provider.Parse(req)
+	if err != nil {
+		return in.deadLetter(r.Context(), slug, req, err)
+	}
+	if err := in.complete(ev, slug, p.Config, now); err != nil {
+		return in.deadLetter(r.Context(), slug, req, err)
+	}
+	targets := ev.Channels()
+	if len(targets) == 0 {
+		return in.deadLetter(r.Context(), slug, req,
+			Unknown("event names no user and no merchant is configured (set HERALD_INGRESS_%s_MERCHANT)", strings.ToUpper(slug)))
+	}
+	if o, ok := in.markStale(r.Context(), ev); !ok {
+		return o
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return in.deadLetter(r.Context(), slug, req, Malformed("encoding event: %v", err))
+	}
+	return in.publish(r.Context(), ev.ID, targets, data)
+}
+
+// complete fills what the framework owns and checks what the adapter made.
+func (in *Ingress) complete(ev *Event, slug string, cfg Config, now time.Time) error {
+	ev.Provider = slug
+	ev.ReceivedAt = FormatTime(now)
+	if ev.User != "" {
+		ev.User = cfg.UserPrefix + ev.User
+		if err := channels.ValidID(ev.User); err != nil {
+			return Malformed("user: %v", err)
+		}
+	}
+	if ev.Merchant == "" {
+		ev.Merchant = cfg.Merchant
+	} else if err := channels.ValidID(ev.Merchant); err != nil {
+		return Malformed("merchant: %v", err)
+	}
+	if ev.Amounts == nil {
+		ev.Amounts = map[string]Amount{}
+	}
+	if ev.Details == nil {
+		ev.Details = map[string]any{}
+	}
+	if ev.ID == "" || ev.Type == "" || ev.Status == "" {
+		return fmt.Errorf("adapter %s produced an event without id, type or status", slug)
+	}
+	return nil
+}
+
+// markStale records the event's status for its transaction and marks the
+// event stale when a later status was seen before. It is published anyway:
+// clients decide, knowingly.
+func (in *Ingress) markStale(ctx context.Context, ev *Event) (outcome, bool) {
+	if ev.Txn == "" {
+		return outcome{}, true
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.opts.PublishTimeout)
+	defer cancel()
+	current, stale, err := in.opts.Statuses.Advance(ctx, ev.Txn, ev.Status, ev.Rank, in.opts.DedupWindow)
+	if err != nil {
+		in.opts.Logger.Warn("status store failed", "event", ev.ID, "err", err)
+		o := fail(http.StatusServiceUnavailable, "unavailable", "broker unavailable; nothing acknowledged, retry")
+		o.event = ev.ID
+		return o, false
+	}
+	if stale {
+		ev.Stale, ev.CurrentStatus = true, current
+	}
+	return outcome{}, true
+}
+
+// publish appends the event to every target, each append idempotent under
+// the event id, so that a retry after a partial failure completes the rest
+// and a retry after success appends nothing.
+func (in *Ingress) publish(ctx context.Context, id string, targets []string, data []byte) outcome {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.opts.PublishTimeout)
+	defer cancel()
+	res := Published{Status: "duplicate", Event: id}
+	items := make([]PublishedItem, 0, len(targets))
+	for _, ch := range targets {
+		r, err := in.opts.Broker.Publish(ctx, ch, data, channels.PublishOptions{IdempotencyKey: id, IdempotencyTTL: in.opts.DedupWindow})
+		if err != nil {
+			in.opts.Logger.Warn("ingress append failed", "channel_namespace", namespace(ch), "event", id, "err", err)
+			o := fail(http.StatusServiceUnavailable, "unavailable", "broker unavailable; nothing acknowledged, retry")
+			o.event = id
+			return o
+		}
+		if !r.Duplicate {
+			res.Status = "published"
+		}
+		items = append(items, PublishedItem{Channel: ch, Offset: r.Offset})
+	}
+	if res.Status == "published" {
+		res.Publications = items
+	}
+	return outcome{status: http.StatusOK, label: res.Status, body: res, event: id}
+}
+
+// deadLetter keeps a request that could not become an event and answers
+// the provider: 202 for an unknown event, 400 for a malformed one.
+func (in *Ingress) deadLetter(ctx context.Context, slug string, req *Request, err error) outcome {
+	status, label := http.StatusBadRequest, "malformed"
+	if errors.Is(err, ErrUnknownEvent) {
+		status, label = http.StatusAccepted, "dead_letter"
+	} else if !errors.Is(err, ErrMalformed) {
+		in.opts.Logger.Error("ingress adapter failed", "provider", slug, "err", err)
+	}
+	d := DeadLetter{Provider: slug, ReceivedAt: FormatTime(req.Now), Status: status, Reason: err.Error(), Body: string(req.Body)}
+	if len(d.Body) > MaxDeadLetterBody {
+		d.Body, d.Truncated = d.Body[:MaxDeadLetterBody], true
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.opts.PublishTimeout)
+	defer cancel()
+	if err := in.opts.DeadLetters.Add(ctx, d); err != nil {
+		// Nothing was kept: let the provider retry rather than lose it.
+		in.opts.Logger.Warn("keeping dead letter failed", "provider", slug, "err", err)
+		return fail(http.StatusServiceUnavailable, "unavailable", "broker unavailable; retry")
+	}
+	if status == http.StatusAccepted {
+		return outcome{status: status, label: label, body: map[string]string{"status": "dead_letter", "reason": err.Error()}}
+	}
+	return fail(status, label, err.Error())
+}
+
+func fail(status int, label, msg string) outcome {
+	return outcome{status: status, label: label, body: map[string]string{"error": msg}}
+}
+
+// authenticate accepts the shared secret as a Bearer token or ?key=, or
+// the provider's own signature.
+func authenticate(p Enabled, req *Request, r *http.Request) error {
+	secret := []byte(p.Config.Secret)
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok &&
+		subtle.ConstantTimeCompare([]byte(tok), secret) == 1 {
+		return nil
+	}
+	if key := r.URL.Query().Get("key"); key != "" && subtle.ConstantTimeCompare([]byte(key), secret) == 1 {
+		return nil
+	}
+	if p.Provider.Verify == nil {
+		return errors.New("missing or wrong secret")
+	}
+	if err := p.Provider.Verify(req); err != nil {
+		return fmt.Errorf("signature: %w", err)
+	}
+	return nil
+}
+
+// allowed reports whether remote (host:port) is in allow; an empty list
+// allows everyone.
+func allowed(allow []netip.Prefix, remote string) bool {
+	if len(allow) == 0 {
+		return true
+	}
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, p := range allow {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func namespace(ch string) string {
+	ns, _, _ := strings.Cut(ch, ":")
+	return ns
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(body)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}

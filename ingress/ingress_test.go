@@ -1,0 +1,156 @@
+package ingress_test
+
+import (
+	"bytes"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"herald/ingress"
+	"herald/internal/heraldtest"
+	"herald/internal/server"
+)
+
+const withdrawal = `{"user_id":84624,"id":58463,"type":"FIAT_WITHDRAWAL","amount":100.00,"date":"2018-11-27T13:46:22.658","state":"SUCCESSFUL","deposited":100.00,"bank_fee":1.00,"received":99.00}`
+
+func start(t *testing.T, mod func(*server.Config)) *heraldtest.Node {
+	t.Helper()
+	cfg := heraldtest.Config()
+	if mod != nil {
+		mod(&cfg)
+	}
+	return heraldtest.Start(t, cfg)
+}
+
+func bearer(secret string) http.Header { return http.Header{"Authorization": {"Bearer " + secret}} }
+
+func TestOutcomes(t *testing.T) {
+	n := start(t, nil)
+	cases := []struct {
+		name   string
+		path   string
+		body   string
+		header http.Header
+		status int
+		want   string // a field of the answer, "key=value"
+	}{
+		{"published", "/ingress/kriptomat", withdrawal, bearer(heraldtest.ProviderSecret), 200, "status=published"},
+		{"retry is a duplicate", "/ingress/kriptomat", withdrawal, bearer(heraldtest.ProviderSecret), 200, "status=duplicate"},
+		{"retry with other spacing", "/ingress/kriptomat", strings.ReplaceAll(withdrawal, ",", ", "), bearer(heraldtest.ProviderSecret), 200, "status=duplicate"},
+		{"key in the query", "/ingress/kriptomat?key=" + heraldtest.ProviderSecret, strings.Replace(withdrawal, "58463", "1", 1), nil, 200, "status=published"},
+		{"unknown kind", "/ingress/kriptomat", `{"id":1,"type":"STAKING_REWARD","state":"SUCCESS"}`, bearer(heraldtest.ProviderSecret), 202, "status=dead_letter"},
+		{"malformed JSON", "/ingress/kriptomat", `{"id": 1,`, bearer(heraldtest.ProviderSecret), 400, "error"},
+		{"bad amount", "/ingress/kriptomat", strings.Replace(withdrawal, "100.00,", `"a lot",`, 1), bearer(heraldtest.ProviderSecret), 400, "error"},
+		{"wrong secret", "/ingress/kriptomat", withdrawal, bearer("guess"), 401, "error"},
+		{"no secret", "/ingress/kriptomat", withdrawal, nil, 401, "error"},
+		{"wrong key", "/ingress/kriptomat?key=guess", withdrawal, nil, 401, "error"},
+		{"unknown provider", "/ingress/nobody", withdrawal, bearer(heraldtest.ProviderSecret), 404, "error"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, res := n.Post(t, tc.path, []byte(tc.body), tc.header)
+			if status != tc.status {
+				t.Fatalf("status %d (%v), want %d", status, res, tc.status)
+			}
+			k, v, _ := strings.Cut(tc.want, "=")
+			if got, ok := res[k]; !ok || (v != "" && got != v) {
+				t.Fatalf("answer %v, want %s", res, tc.want)
+			}
+		})
+	}
+	// Both refusals that carry a body were kept for operators, newest first.
+	status, res := n.Get(t, "/v1/deadletters?limit=10")
+	if status != 200 {
+		t.Fatalf("deadletters: %d", status)
+	}
+	dl := res["deadletters"].([]any)
+	if len(dl) != 3 {
+		t.Fatalf("%d dead letters, want 3: %v", len(dl), dl)
+	}
+	newest := dl[0].(map[string]any)
+	if newest["status"] != float64(400) || !strings.Contains(newest["body"].(string), "a lot") || newest["provider"] != "kriptomat" {
+		t.Fatalf("newest dead letter %v", newest)
+	}
+	if oldest := dl[2].(map[string]any); oldest["status"] != float64(202) || !strings.Contains(oldest["reason"].(string), "STAKING_REWARD") {
+		t.Fatalf("oldest dead letter %v", oldest)
+	}
+}
+
+func TestBodyLimit(t *testing.T) {
+	n := start(t, nil)
+	body := `{"error":"Balance low, BTC balance below 1.00"}`
+	atLimit := []byte(body + strings.Repeat(" ", ingress.MaxBody-len(body)))
+	if status, res := n.Post(t, "/ingress/kriptomat", atLimit, bearer(heraldtest.ProviderSecret)); status != 200 {
+		t.Fatalf("body of exactly 1 MiB: %d %v", status, res)
+	}
+	over := append(bytes.Clone(atLimit), ' ')
+	if status, _ := n.Post(t, "/ingress/kriptomat", over, bearer(heraldtest.ProviderSecret)); status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("body over 1 MiB: %d", status)
+	}
+}
+
+func TestAllowList(t *testing.T) {
+	for _, tc := range []struct {
+		allow  string
+		status int
+	}{{"10.0.0.0/8", 403}, {"127.0.0.1/32", 200}, {"::1/128,127.0.0.0/8", 200}} {
+		n := start(t, func(c *server.Config) {
+			pc := c.Providers["kriptomat"]
+			for _, s := range strings.Split(tc.allow, ",") {
+				pc.Allow = append(pc.Allow, netip.MustParsePrefix(s))
+			}
+			c.Providers["kriptomat"] = pc
+		})
+		if status, res := n.Post(t, "/ingress/kriptomat", []byte(withdrawal), bearer(heraldtest.ProviderSecret)); status != tc.status {
+			t.Fatalf("allow %s: %d %v, want %d", tc.allow, status, res, tc.status)
+		}
+	}
+}
+
+func TestDisabledProviderIs404(t *testing.T) {
+	n := start(t, func(c *server.Config) {
+		pc := c.Providers["kriptomat"]
+		pc.Secret = ""
+		c.Providers["kriptomat"] = pc
+	})
+	if status, _ := n.Post(t, "/ingress/kriptomat", []byte(withdrawal), bearer("")); status != http.StatusNotFound {
+		t.Fatalf("disabled provider: %d", status)
+	}
+}
+
+func TestNoRouteIsADeadLetter(t *testing.T) {
+	n := start(t, func(c *server.Config) {
+		pc := c.Providers["kriptomat"]
+		pc.Merchant = ""
+		c.Providers["kriptomat"] = pc
+	})
+	buy := `{"id":1,"type":"BUY","amount":1,"pair":"btceur","state":"SUCCESS"}`
+	status, res := n.Post(t, "/ingress/kriptomat", []byte(buy), bearer(heraldtest.ProviderSecret))
+	if status != http.StatusAccepted || !strings.Contains(res["reason"].(string), "HERALD_INGRESS_KRIPTOMAT_MERCHANT") {
+		t.Fatalf("%d %v", status, res)
+	}
+}
+
+func TestUserPrefix(t *testing.T) {
+	n := start(t, func(c *server.Config) {
+		pc := c.Providers["kriptomat"]
+		pc.UserPrefix = "km-"
+		c.Providers["kriptomat"] = pc
+	})
+	status, res := n.Post(t, "/ingress/kriptomat", []byte(withdrawal), bearer(heraldtest.ProviderSecret))
+	if status != 200 || res["publications"].([]any)[0].(map[string]any)["channel"] != "user:km-84624" {
+		t.Fatalf("%d %v", status, res)
+	}
+}
+
+func TestBrokerDownIs503AndNothingAcknowledged(t *testing.T) {
+	n := start(t, nil)
+	_ = n.Server.Broker().Close()
+	if status, res := n.Post(t, "/ingress/kriptomat", []byte(withdrawal), bearer(heraldtest.ProviderSecret)); status != http.StatusServiceUnavailable {
+		t.Fatalf("%d %v", status, res)
+	}
+	if status, _ := n.Get(t, "/readyz"); status != http.StatusServiceUnavailable {
+		t.Fatalf("readyz with the broker down: %d", status)
+	}
+}

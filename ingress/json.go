@@ -1,0 +1,187 @@
+package ingress
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Decode unmarshals a webhook body into v with numbers kept as
+// json.Number, so no amount ever passes through a float. Trailing data
+// after the value is an error. Every error wraps ErrMalformed.
+func Decode(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return Malformed("%s", jsonError(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Malformed("data after the JSON value")
+	}
+	return nil
+}
+
+// jsonError words a decoding error for the provider.
+func jsonError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		if typeErr.Field != "" {
+			return fmt.Sprintf("field %q: expected %s, got %s", typeErr.Field, typeErr.Type, typeErr.Value)
+		}
+		return fmt.Sprintf("expected %s, got %s", typeErr.Type, typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return fmt.Sprintf("invalid JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated or empty JSON"
+	}
+	return "invalid JSON: " + err.Error()
+}
+
+// Compact returns body without insignificant white space: the form "raw"
+// takes in events.
+func Compact(body []byte) (json.RawMessage, error) {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, body); err != nil {
+		return nil, Malformed("%s", jsonError(err))
+	}
+	return buf.Bytes(), nil
+}
+
+// BodyHash names a body by its content, for events that carry no id of
+// their own: the same bytes (white space aside) give the same hash.
+func BodyHash(body []byte) string {
+	raw, err := Compact(body)
+	if err != nil {
+		raw = body
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:12])
+}
+
+// MaskCard keeps the first six and last four digits of a card number
+// (PCI DSS allows at most these) and hides the rest.
+func MaskCard(s string) string {
+	digits := 0
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			digits++
+		}
+	}
+	if digits < 10 {
+		return strings.Repeat("*", len(s))
+	}
+	var b strings.Builder
+	seen := 0
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			seen++
+			if seen > 6 && seen <= digits-4 {
+				r = '*'
+			}
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Rewrite re-encodes a JSON document compactly, replacing the string value
+// of every object member whose name is in fields (at any depth) with
+// fields[name](value). Member order and number literals are kept exactly.
+// It is how card numbers and one-time codes are masked in "raw".
+func Rewrite(body []byte, fields map[string]func(string) string) (json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var out bytes.Buffer
+	if err := rewriteValue(dec, &out, fields, nil, 0); err != nil {
+		return nil, Malformed("%s", jsonError(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, Malformed("data after the JSON value")
+	}
+	return out.Bytes(), nil
+}
+
+// maxDepth bounds nesting in Rewrite; real payloads are a handful deep.
+const maxDepth = 64
+
+var errTooDeep = errors.New("JSON nested too deeply")
+
+func rewriteValue(dec *json.Decoder, out *bytes.Buffer, fields map[string]func(string) string, mask func(string) string, depth int) error {
+	if depth > maxDepth {
+		return errTooDeep
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			out.WriteByte('{')
+			for first := true; dec.More(); first = false {
+				if !first {
+					out.WriteByte(',')
+				}
+				key, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				name, _ := key.(string)
+				writeString(out, name)
+				out.WriteByte(':')
+				if err := rewriteValue(dec, out, fields, fields[name], depth+1); err != nil {
+					return err
+				}
+			}
+			if _, err := dec.Token(); err != nil {
+				return err
+			}
+			out.WriteByte('}')
+		case '[':
+			out.WriteByte('[')
+			for first := true; dec.More(); first = false {
+				if !first {
+					out.WriteByte(',')
+				}
+				if err := rewriteValue(dec, out, fields, mask, depth+1); err != nil {
+					return err
+				}
+			}
+			if _, err := dec.Token(); err != nil {
+				return err
+			}
+			out.WriteByte(']')
+		}
+	case string:
+		if mask != nil {
+			t = mask(t)
+		}
+		writeString(out, t)
+	case json.Number:
+		out.WriteString(t.String())
+	case bool:
+		if t {
+			out.WriteString("true")
+		} else {
+			out.WriteString("false")
+		}
+	case nil:
+		out.WriteString("null")
+	}
+	return nil
+}
+
+func writeString(out *bytes.Buffer, s string) {
+	enc := json.NewEncoder(out)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	out.Truncate(out.Len() - 1) // Encode's newline
+}

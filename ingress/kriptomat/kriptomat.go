@@ -1,0 +1,437 @@
+// Package kriptomat is the ingress adapter for Kriptomat's white-label API
+// webhooks: exchange buy and sell, KYC status, bank account status, fiat
+// and crypto withdrawals and deposits, and master balance alerts.
+//
+// Kriptomat sends bare JSON objects and documents no signature, so requests
+// authenticate with the shared secret (Bearer or ?key=); restrict the
+// source addresses with HERALD_INGRESS_KRIPTOMAT_ALLOW as well.
+package kriptomat
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"herald/ingress"
+)
+
+// Slug is the provider's name in URLs and configuration.
+const Slug = "kriptomat"
+
+// Provider returns the Kriptomat provider.
+func Provider() ingress.Provider {
+	return ingress.Provider{Slug: Slug, Parse: Parse}
+}
+
+// payload holds every field any Kriptomat webhook carries; which ones are
+// set tells the kinds apart.
+type payload struct {
+	ID             json.RawMessage `json:"id"`
+	UserID         json.RawMessage `json:"user_id"`
+	Type           string          `json:"type"`
+	State          string          `json:"state"`
+	Pair           string          `json:"pair"`
+	Date           string          `json:"date"`
+	Currency       string          `json:"currency"`
+	Amount         json.Number     `json:"amount"`
+	Price          json.Number     `json:"price"`
+	Fee            json.Number     `json:"fee"`
+	Subtotal       json.Number     `json:"subtotal"`
+	Total          json.Number     `json:"total"`
+	Deposited      json.Number     `json:"deposited"`
+	BankFee        json.Number     `json:"bank_fee"`
+	Received       json.Number     `json:"received"`
+	Status         json.RawMessage `json:"status"`
+	DocumentStatus []document      `json:"documentStatus"`
+	Error          string          `json:"error"`
+}
+
+type review struct {
+	ModerationComment string   `json:"moderationComment"`
+	ClientComment     string   `json:"clientComment"`
+	ReviewAnswer      string   `json:"reviewAnswer"`
+	RejectLabels      []string `json:"rejectLabels"`
+	ReviewRejectType  string   `json:"reviewRejectType"`
+}
+
+type kycStatus struct {
+	CreateDate   string `json:"createDate"`
+	ReviewDate   string `json:"reviewDate"`
+	StartDate    string `json:"startDate"`
+	ReviewResult review `json:"reviewResult"`
+	ReviewStatus string `json:"reviewStatus"`
+	ApplicantID  string `json:"applicantId"`
+}
+
+type document struct {
+	IDDocType    string `json:"idDocType"`
+	ReviewResult review `json:"reviewResult"`
+}
+
+// Parse implements ingress.Provider.Parse.
+func Parse(r *ingress.Request) (*ingress.Event, error) {
+	var p payload
+	if err := ingress.Decode(r.Body, &p); err != nil {
+		return nil, err
+	}
+	raw, err := ingress.Compact(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	var ev *ingress.Event
+	switch {
+	case len(p.Status) > 0 && p.Status[0] == '{':
+		ev, err = kyc(&p, r.Body)
+	case p.Type == "BUY" || p.Type == "SELL":
+		ev, err = exchange(&p)
+	case strings.HasSuffix(p.Type, "_WITHDRAWAL") || strings.HasSuffix(p.Type, "_DEPOSIT"):
+		ev, err = transfer(&p)
+	case p.Type != "":
+		return nil, ingress.Unknown("unknown type %q", p.Type)
+	case p.Error != "":
+		ev, err = masterBalance(&p, r.Body)
+	case len(p.ID) > 0 && p.State != "" && len(p.UserID) > 0:
+		ev, err = bankAccount(&p)
+	default:
+		return nil, ingress.Unknown("not a Kriptomat webhook this version knows")
+	}
+	if err != nil {
+		return nil, err
+	}
+	ev.Raw = raw
+	return ev, nil
+}
+
+// States of exchanges, withdrawals and deposits. The documentation lists
+// SUCCESS, PENDING and ERROR and its own withdrawal example says SUCCESSFUL.
+var transactionStates = map[string]string{
+	"SUCCESS":    ingress.StatusSucceeded,
+	"SUCCESSFUL": ingress.StatusSucceeded,
+	"COMPLETED":  ingress.StatusSucceeded,
+	"PENDING":    ingress.StatusPending,
+	"PROCESSING": ingress.StatusPending,
+	"ERROR":      ingress.StatusFailed,
+	"FAILED":     ingress.StatusFailed,
+	"CANCELLED":  ingress.StatusCancelled,
+	"CANCELED":   ingress.StatusCancelled,
+}
+
+// Bank account states.
+var accountStates = map[string]string{
+	"VERIFIED":   ingress.StatusApproved,
+	"PENDING":    ingress.StatusPending,
+	"UNVERIFIED": ingress.StatusPending,
+	"REJECTED":   ingress.StatusRejected,
+	"DECLINED":   ingress.StatusRejected,
+}
+
+// rank orders a transaction's statuses: pending before any final one.
+func rank(status string) int {
+	if status == ingress.StatusPending {
+		return 1
+	}
+	return 2
+}
+
+func state(table map[string]string, kind, s string) (string, error) {
+	if s == "" {
+		return "", ingress.Malformed("%s: missing state", kind)
+	}
+	st, ok := table[s]
+	if !ok {
+		return "", ingress.Unknown("%s: unknown state %q", kind, s)
+	}
+	return st, nil
+}
+
+func exchange(p *payload) (*ingress.Event, error) {
+	id, err := ident("id", p.ID, true)
+	if err != nil {
+		return nil, err
+	}
+	status, err := state(transactionStates, "exchange", p.State)
+	if err != nil {
+		return nil, err
+	}
+	crypto, fiat, err := splitPair(p.Pair)
+	if err != nil {
+		return nil, err
+	}
+	typ := "exchange." + strings.ToLower(p.Type)
+	ev := &ingress.Event{
+		ID:      eventID(typ, id, p.State),
+		Type:    typ,
+		Status:  status,
+		Details: map[string]any{"transaction_id": id, "pair": p.Pair, "provider_status": p.State},
+	}
+	track(ev, id)
+	if ev.User, err = ident("user_id", p.UserID, false); err != nil {
+		return nil, err
+	}
+	if ev.OccurredAt, err = optionalTime("date", p.Date); err != nil {
+		return nil, err
+	}
+	ev.Amounts, err = amounts(
+		field{"amount", p.Amount, crypto, true},
+		field{"price", p.Price, fiat, false},
+		field{"fee", p.Fee, fiat, false},
+		field{"subtotal", p.Subtotal, fiat, false},
+		field{"total", p.Total, fiat, false},
+	)
+	return ev, err
+}
+
+func transfer(p *payload) (*ingress.Event, error) {
+	id, err := ident("id", p.ID, true)
+	if err != nil {
+		return nil, err
+	}
+	kind, medium := "withdrawal", "fiat"
+	if strings.HasSuffix(p.Type, "_DEPOSIT") {
+		kind = "deposit"
+	}
+	switch {
+	case strings.HasPrefix(p.Type, "FIAT_"):
+	case strings.HasPrefix(p.Type, "CRYPTO_"):
+		medium = "crypto"
+	default:
+		return nil, ingress.Unknown("unknown type %q", p.Type)
+	}
+	status, err := state(transactionStates, kind, p.State)
+	if err != nil {
+		return nil, err
+	}
+	currency := strings.ToUpper(p.Currency)
+	if currency == "" && medium == "fiat" {
+		// Kriptomat's fiat side is the euro; its examples name no currency.
+		currency = "EUR"
+	}
+	typ := kind + "." + medium
+	ev := &ingress.Event{
+		ID:      eventID(typ, id, p.State),
+		Type:    typ,
+		Status:  status,
+		Details: map[string]any{"transaction_id": id, "provider_status": p.State},
+	}
+	track(ev, id)
+	if ev.User, err = ident("user_id", p.UserID, true); err != nil {
+		return nil, err
+	}
+	if ev.OccurredAt, err = optionalTime("date", p.Date); err != nil {
+		return nil, err
+	}
+	ev.Amounts, err = amounts(
+		field{"amount", p.Amount, currency, true},
+		field{"deposited", p.Deposited, currency, false},
+		field{"fee", p.BankFee, currency, false},
+		field{"received", p.Received, currency, false},
+	)
+	return ev, err
+}
+
+func bankAccount(p *payload) (*ingress.Event, error) {
+	id, err := ident("id", p.ID, true)
+	if err != nil {
+		return nil, err
+	}
+	status, err := state(accountStates, "bank account", p.State)
+	if err != nil {
+		return nil, err
+	}
+	ev := &ingress.Event{
+		ID:      eventID("bank_account.status", id, p.State),
+		Type:    "bank_account.status",
+		Status:  status,
+		Details: map[string]any{"account_id": id, "provider_status": p.State},
+	}
+	track(ev, id)
+	ev.User, err = ident("user_id", p.UserID, true)
+	return ev, err
+}
+
+func kyc(p *payload, body []byte) (*ingress.Event, error) {
+	var st kycStatus
+	if err := ingress.Decode(p.Status, &st); err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	user, err := ident("user_id", p.UserID, true)
+	if err != nil {
+		return nil, err
+	}
+	status, err := kycState(st)
+	if err != nil {
+		return nil, err
+	}
+	when := st.ReviewDate
+	if when == "" {
+		when = st.CreateDate
+	}
+	occurred, err := optionalTime("status.reviewDate", when)
+	if err != nil {
+		return nil, err
+	}
+	details := map[string]any{
+		"review_status": st.ReviewStatus,
+		"review_answer": st.ReviewResult.ReviewAnswer,
+		"applicant_id":  st.ApplicantID,
+	}
+	if len(st.ReviewResult.RejectLabels) > 0 {
+		details["reject_labels"] = st.ReviewResult.RejectLabels
+	}
+	if st.ReviewResult.ReviewRejectType != "" {
+		details["reject_type"] = st.ReviewResult.ReviewRejectType
+	}
+	if st.ReviewResult.ClientComment != "" {
+		details["client_comment"] = st.ReviewResult.ClientComment
+	}
+	if len(p.DocumentStatus) > 0 {
+		docs := make([]map[string]any, 0, len(p.DocumentStatus))
+		for _, d := range p.DocumentStatus {
+			doc := map[string]any{"type": d.IDDocType, "review_answer": d.ReviewResult.ReviewAnswer}
+			if len(d.ReviewResult.RejectLabels) > 0 {
+				doc["reject_labels"] = d.ReviewResult.RejectLabels
+			}
+			docs = append(docs, doc)
+		}
+		details["documents"] = docs
+	}
+	return &ingress.Event{
+		// A KYC notification carries no id of its own: the body names it.
+		ID:         fmt.Sprintf("kriptomat:kyc.review:%s:%s", user, ingress.BodyHash(body)),
+		Type:       "kyc.review",
+		Status:     status,
+		User:       user,
+		OccurredAt: occurred,
+		Details:    details,
+	}, nil
+}
+
+// kycState maps a KYC review (Sumsub's vocabulary: reviewStatus, and
+// reviewAnswer GREEN/RED once completed) to an event status.
+func kycState(st kycStatus) (string, error) {
+	switch strings.ToLower(st.ReviewStatus) {
+	case "completed":
+		switch st.ReviewResult.ReviewAnswer {
+		case "GREEN":
+			return ingress.StatusApproved, nil
+		case "RED":
+			return ingress.StatusRejected, nil
+		}
+		return "", ingress.Unknown("kyc: unknown reviewAnswer %q", st.ReviewResult.ReviewAnswer)
+	case "init", "pending", "queued", "prechecked", "onhold":
+		return ingress.StatusPending, nil
+	case "":
+		return "", ingress.Malformed("kyc: missing status.reviewStatus")
+	}
+	return "", ingress.Unknown("kyc: unknown reviewStatus %q", st.ReviewStatus)
+}
+
+var balanceLow = regexp.MustCompile(`\b([A-Za-z0-9]+) balance below ([0-9]+(?:\.[0-9]+)?)`)
+
+func masterBalance(p *payload, body []byte) (*ingress.Event, error) {
+	ev := &ingress.Event{
+		// Identical alerts within the dedup window are one alert.
+		ID:      "kriptomat:master_balance.low:" + ingress.BodyHash(body),
+		Type:    "master_balance.low",
+		Status:  ingress.StatusInfo,
+		Route:   ingress.RouteAlertOnly,
+		Details: map[string]any{"message": p.Error},
+	}
+	if m := balanceLow.FindStringSubmatch(p.Error); m != nil {
+		a, err := ingress.NewAmount("threshold", json.Number(m[2]), strings.ToUpper(m[1]))
+		if err != nil {
+			return nil, err
+		}
+		ev.Amounts = map[string]ingress.Amount{"threshold": a}
+	}
+	return ev, nil
+}
+
+// track names the transaction an event is a status of, for stale marking.
+func track(ev *ingress.Event, id string) *ingress.Event {
+	ev.Txn = "kriptomat:" + ev.Type + ":" + id
+	ev.Rank = rank(ev.Status)
+	return ev
+}
+
+// eventID names a Kriptomat event by (type, id, state): a status change of
+// the same transaction is a new event, a retry is the same one. The type is
+// part of it because Kriptomat's ids are per kind (its own examples give a
+// buy and a sell the same id).
+func eventID(typ, id, state string) string {
+	return "kriptomat:" + typ + ":" + id + ":" + state
+}
+
+type field struct {
+	name     string
+	value    json.Number
+	currency string
+	required bool
+}
+
+func amounts(fields ...field) (map[string]ingress.Amount, error) {
+	out := make(map[string]ingress.Amount, len(fields))
+	for _, f := range fields {
+		if f.value == "" {
+			if f.required {
+				return nil, ingress.Malformed("%s: missing amount", f.name)
+			}
+			continue
+		}
+		a, err := ingress.NewAmount(f.name, f.value, f.currency)
+		if err != nil {
+			return nil, err
+		}
+		out[f.name] = a
+	}
+	return out, nil
+}
+
+// ident reads an id that Kriptomat sends as a number or a string.
+func ident(name string, raw json.RawMessage, required bool) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		if required {
+			return "", ingress.Malformed("%s: missing", name)
+		}
+		return "", nil
+	}
+	var v any
+	if err := ingress.Decode(raw, &v); err != nil {
+		return "", err
+	}
+	switch v := v.(type) {
+	case string:
+		if v != "" {
+			return v, nil
+		}
+	case json.Number:
+		if _, err := v.Int64(); err == nil {
+			return v.String(), nil
+		}
+	}
+	return "", ingress.Malformed("%s: want a string or an integer, got %s", name, truncate(string(raw)))
+}
+
+func optionalTime(name, s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	return ingress.ParseTime(name, s)
+}
+
+// splitPair splits a pair such as "btceur" into BTC and EUR: the quote is
+// the fiat currency, three letters at the end.
+func splitPair(pair string) (crypto, fiat string, err error) {
+	if len(pair) < 4 {
+		return "", "", ingress.Malformed("pair: %q is not a currency pair", truncate(pair))
+	}
+	return strings.ToUpper(pair[:len(pair)-3]), strings.ToUpper(pair[len(pair)-3:]), nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

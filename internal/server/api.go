@@ -1,0 +1,175 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"herald/channels"
+	"herald/hub"
+)
+
+// api wraps a server API handler with the API key check. The API is
+// disabled (404) when no key is configured.
+func (s *Server) api(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.APIKey == "" {
+			writeError(w, http.StatusNotFound, "server API disabled (set HERALD_API_KEY)")
+			return
+		}
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.APIKey)) != 1 {
+			writeError(w, http.StatusUnauthorized, "missing or wrong API key")
+			return
+		}
+		next(w, r)
+	}
+}
+
+type publishRequest struct {
+	Channel        string          `json:"channel"`
+	Data           json.RawMessage `json:"data"`
+	IdempotencyKey string          `json:"idempotency_key"`
+}
+
+type publishResponse struct {
+	Channel   string `json:"channel"`
+	Offset    uint64 `json:"offset"`
+	Epoch     string `json:"epoch"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+}
+
+// MaxPublishBody bounds a publish request.
+const MaxPublishBody = 1 << 20
+
+func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
+	var req publishRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxPublishBody))
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body over 1 MiB")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "body must be a JSON object with channel and data: "+err.Error())
+		return
+	}
+	if _, err := channels.Parse(req.Channel); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(req.Data) == 0 || string(req.Data) == "null" {
+		writeError(w, http.StatusBadRequest, `"data" is required`)
+		return
+	}
+	var data bytes.Buffer
+	if err := json.Compact(&data, req.Data); err != nil {
+		writeError(w, http.StatusBadRequest, `"data" is not valid JSON`)
+		return
+	}
+	opts := channels.PublishOptions{IdempotencyTTL: s.cfg.DedupWindow}
+	if req.IdempotencyKey != "" {
+		if len(req.IdempotencyKey) > 256 {
+			writeError(w, http.StatusBadRequest, `"idempotency_key" longer than 256 bytes`)
+			return
+		}
+		// Scoped apart from the ingress's provider event ids.
+		opts.IdempotencyKey = "api:" + req.IdempotencyKey
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	res, err := s.broker.Publish(ctx, req.Channel, data.Bytes(), opts)
+	if err != nil {
+		brokerError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, publishResponse{Channel: req.Channel, Offset: res.Offset, Epoch: res.Epoch, Duplicate: res.Duplicate})
+}
+
+func (s *Server) history(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	channel := q.Get("channel")
+	if _, err := channels.Parse(channel); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var since *channels.Position
+	if v := q.Get("since"); v != "" {
+		off, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, `"since" must be a non-negative integer offset`)
+			return
+		}
+		since = &channels.Position{Offset: off, Epoch: q.Get("epoch")}
+	}
+	var limit *int
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, `"limit" must be an integer`)
+			return
+		}
+		limit = &n
+	}
+	opts, err := hub.HistoryRequest(since, limit)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	res, err := s.broker.History(ctx, channel, opts)
+	if err != nil {
+		brokerError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, hub.NewHistoryReply(channel, res, since))
+}
+
+func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, `"limit" must be between 1 and 1000`)
+			return
+		}
+		limit = n
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	items, err := s.dead.List(ctx, limit)
+	if err != nil {
+		brokerError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deadletters": items})
+}
+
+func brokerError(w http.ResponseWriter, err error) {
+	if errors.Is(err, channels.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		writeError(w, http.StatusServiceUnavailable, "broker unavailable; retry")
+		return
+	}
+	writeError(w, http.StatusInternalServerError, "internal error")
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

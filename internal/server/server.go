@@ -1,0 +1,187 @@
+// Package server assembles a herald node from its configuration: broker,
+// hub, ingress, server API, health endpoints and the embedded web assets,
+// behind one http.Handler. cmd/herald and the integration tests both build
+// nodes through it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"herald/auth"
+	"herald/channels"
+	"herald/channels/memory"
+	"herald/hub"
+	"herald/ingress"
+	"herald/ingress/providers"
+	"herald/web"
+)
+
+// Config is a node's whole configuration, parsed once by cmd/herald.
+type Config struct {
+	// Node names this node in connected frames and metrics.
+	Node string
+	// Auth verifies client tokens.
+	Auth auth.Config
+	// APIKey enables the server API (§4); empty disables it.
+	APIKey string
+	// HistorySize and HistoryTTL are each channel's retention.
+	HistorySize int
+	HistoryTTL  time.Duration
+	// DedupWindow is how long provider event ids and idempotency keys are
+	// remembered.
+	DedupWindow time.Duration
+	// Providers configures the ingress providers by slug; those without a
+	// secret are disabled.
+	Providers map[string]ingress.Config
+	// Hub tunes websocket sessions; Node, Broker, Verifier and Logger are
+	// filled in by New.
+	Hub    hub.Options
+	Logger *slog.Logger
+	// Broker, when set, is used instead of the embedded one (tests; the
+	// Redis engine).
+	Broker channels.Broker
+	// DeadLetters and Statuses, when set, replace the in-memory stores.
+	DeadLetters ingress.DeadLetterStore
+	Statuses    ingress.StatusStore
+	// Now is the clock [time.Now].
+	Now func() time.Time
+}
+
+// Server is one herald node.
+type Server struct {
+	cfg      Config
+	broker   channels.Broker
+	hub      *hub.Hub
+	ingress  *ingress.Ingress
+	dead     ingress.DeadLetterStore
+	mux      *http.ServeMux
+	draining atomic.Bool
+}
+
+// New builds a node and starts its broker.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	verifier, err := auth.NewVerifier(cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	broker := cfg.Broker
+	if broker == nil {
+		broker = memory.New(memory.Options{
+			HistorySize:    cfg.HistorySize,
+			HistoryTTL:     cfg.HistoryTTL,
+			IdempotencyTTL: cfg.DedupWindow,
+		})
+	}
+	hubOpts := cfg.Hub
+	hubOpts.Node, hubOpts.Broker, hubOpts.Verifier, hubOpts.Logger = cfg.Node, broker, verifier, cfg.Logger
+	h, err := hub.New(hubOpts)
+	if err != nil {
+		return nil, err
+	}
+	enabled := make(map[string]ingress.Enabled)
+	for _, p := range providers.All() {
+		if pc, ok := cfg.Providers[p.Slug]; ok && pc.Secret != "" {
+			enabled[p.Slug] = ingress.Enabled{Provider: p, Config: pc}
+		}
+	}
+	for slug := range cfg.Providers {
+		if !known(slug) {
+			return nil, fmt.Errorf("unknown ingress provider %q", slug)
+		}
+	}
+	dead := cfg.DeadLetters
+	if dead == nil {
+		dead = ingress.NewMemoryDeadLetters(1000)
+	}
+	in, err := ingress.New(ingress.Options{
+		Broker:      broker,
+		Providers:   enabled,
+		DeadLetters: dead,
+		Statuses:    cfg.Statuses,
+		DedupWindow: cfg.DedupWindow,
+		Logger:      cfg.Logger,
+		Now:         cfg.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := broker.Start(h); err != nil {
+		return nil, fmt.Errorf("starting broker: %w", err)
+	}
+	s := &Server{cfg: cfg, broker: broker, hub: h, ingress: in, dead: dead, mux: http.NewServeMux()}
+	s.routes()
+	return s, nil
+}
+
+func known(slug string) bool {
+	for _, p := range providers.All() {
+		if p.Slug == slug {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) routes() {
+	s.mux.Handle("GET /ws", s.hub)
+	s.mux.Handle("POST /ingress/{provider}", s.ingress)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", s.ready)
+	s.mux.HandleFunc("POST /v1/publish", s.api(s.publish))
+	s.mux.HandleFunc("GET /v1/history", s.api(s.history))
+	s.mux.HandleFunc("GET /v1/deadletters", s.api(s.deadLetters))
+	s.mux.Handle("GET /", web.Handler())
+}
+
+// Handler returns the node's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Hub returns the node's websocket hub.
+func (s *Server) Hub() *hub.Hub { return s.hub }
+
+// Broker returns the node's broker.
+func (s *Server) Broker() channels.Broker { return s.broker }
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.broker.Ready(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "broker unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// Drain starts a graceful shutdown: /readyz fails at once, websocket
+// clients are closed with 4010 spread over window, and Drain returns when
+// they are gone or ctx ends. The HTTP server's own Shutdown finishes
+// in-flight ingress requests.
+func (s *Server) Drain(ctx context.Context, window time.Duration) error {
+	s.draining.Store(true)
+	return s.hub.Drain(ctx, window)
+}
+
+// Close stops the hub and the broker.
+func (s *Server) Close() error {
+	s.draining.Store(true)
+	s.hub.Close()
+	return errors.Join(s.broker.Close())
+}
