@@ -1,0 +1,380 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"herald/channels"
+	"herald/ingress"
+	"herald/ingress/providers"
+)
+
+// config is everything a node is told, from the environment and flags.
+type config struct {
+	Addr            string
+	Dev             bool
+	RedisURL        string
+	RedisCluster    []string
+	JWTSecret       string
+	JWTPublicKey    string
+	JWTIssuer       string
+	JWTAudience     string
+	APIKey          string
+	HistorySize     int
+	HistoryTTL      time.Duration
+	DedupWindow     time.Duration
+	NodeID          string
+	DrainWindow     time.Duration
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	LogFormat       string
+	SendQueueBytes  int
+	MaxSubs         int
+	Providers       map[string]ingress.Config
+}
+
+// setting is one configuration item: an environment variable, the flag of
+// the same meaning, and how its text is applied to config.
+type setting struct {
+	env    string
+	def    string
+	usage  string
+	secret bool
+	set    func(c *config, v string) error
+}
+
+// flagName derives the flag from the variable: HERALD_HISTORY_SIZE →
+// --history-size.
+func (s setting) flagName() string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s.env, "HERALD_")), "_", "-")
+}
+
+func settings() []setting {
+	list := []setting{
+		{env: "HERALD_ADDR", def: ":8080", usage: "listen address", set: func(c *config, v string) error {
+			c.Addr = v
+			return nonEmpty(v)
+		}},
+		{env: "HERALD_REDIS_URL", usage: "redis://… of a single Redis; empty runs the embedded broker (one node)", set: func(c *config, v string) error {
+			c.RedisURL = v
+			return nil
+		}},
+		{env: "HERALD_REDIS_CLUSTER", usage: "comma list of Redis Cluster seed addresses", set: func(c *config, v string) error {
+			c.RedisCluster = splitList(v)
+			return nil
+		}},
+		{env: "HERALD_JWT_SECRET", secret: true, usage: "HMAC secret for client tokens (HS256/384/512)", set: func(c *config, v string) error {
+			c.JWTSecret = v
+			return nil
+		}},
+		{env: "HERALD_JWT_PUBLIC_KEY", usage: "PEM public key (a file path, or the PEM itself) for RS256/ES256/EdDSA tokens", set: func(c *config, v string) error {
+			c.JWTPublicKey = v
+			return nil
+		}},
+		{env: "HERALD_JWT_ISSUER", usage: "required iss claim, when set", set: func(c *config, v string) error {
+			c.JWTIssuer = v
+			return nil
+		}},
+		{env: "HERALD_JWT_AUDIENCE", usage: "required aud claim, when set", set: func(c *config, v string) error {
+			c.JWTAudience = v
+			return nil
+		}},
+		{env: "HERALD_API_KEY", secret: true, usage: "server API key; the API is disabled when empty", set: func(c *config, v string) error {
+			c.APIKey = v
+			return nil
+		}},
+		{env: "HERALD_HISTORY_SIZE", def: "1000", usage: "publications kept per channel", set: func(c *config, v string) (err error) {
+			c.HistorySize, err = positiveInt(v)
+			return err
+		}},
+		{env: "HERALD_HISTORY_TTL", def: "24h", usage: "how long a channel's publications are kept after its last one", set: func(c *config, v string) (err error) {
+			c.HistoryTTL, err = positiveDuration(v)
+			return err
+		}},
+		{env: "HERALD_DEDUP_WINDOW", def: "72h", usage: "how long provider event ids and idempotency keys are remembered (must outlast provider retries)", set: func(c *config, v string) (err error) {
+			c.DedupWindow, err = positiveDuration(v)
+			return err
+		}},
+		{env: "HERALD_NODE_ID", usage: "node name in connected frames and metrics [hostname]", set: func(c *config, v string) error {
+			c.NodeID = v
+			if v == "" {
+				c.NodeID, _ = os.Hostname()
+			}
+			return nil
+		}},
+		{env: "HERALD_DRAIN_WINDOW", def: "10s", usage: "on SIGTERM, clients are closed with 4010 spread over this window", set: func(c *config, v string) (err error) {
+			c.DrainWindow, err = nonNegativeDuration(v)
+			return err
+		}},
+		{env: "HERALD_SHUTDOWN_TIMEOUT", def: "30s", usage: "on SIGTERM, the process exits after at most this long", set: func(c *config, v string) (err error) {
+			c.ShutdownTimeout, err = positiveDuration(v)
+			return err
+		}},
+		{env: "HERALD_LOG_LEVEL", def: "info", usage: "debug, info, warn or error", set: func(c *config, v string) error {
+			c.LogLevel = v
+			return oneOf(v, "debug", "info", "warn", "error")
+		}},
+		{env: "HERALD_LOG_FORMAT", def: "json", usage: "json or text (text in --dev)", set: func(c *config, v string) error {
+			c.LogFormat = v
+			return oneOf(v, "json", "text")
+		}},
+		{env: "HERALD_SEND_QUEUE_BYTES", def: "4194304", usage: "bytes that may wait for one slow client before it is closed with 4009", set: func(c *config, v string) (err error) {
+			c.SendQueueBytes, err = positiveInt(v)
+			return err
+		}},
+		{env: "HERALD_MAX_SUBSCRIPTIONS", def: "256", usage: "subscriptions per connection", set: func(c *config, v string) (err error) {
+			c.MaxSubs, err = positiveInt(v)
+			return err
+		}},
+	}
+	for _, p := range providers.All() {
+		list = append(list, providerSettings(p.Slug)...)
+	}
+	return list
+}
+
+// envSlug is a provider slug as it appears in variable names: 0xpay → 0XPAY.
+func envSlug(slug string) string { return strings.ToUpper(slug) }
+
+func providerSettings(slug string) []setting {
+	prefix := "HERALD_INGRESS_" + envSlug(slug) + "_"
+	with := func(c *config, f func(*ingress.Config)) {
+		if c.Providers == nil {
+			c.Providers = make(map[string]ingress.Config)
+		}
+		pc := c.Providers[slug]
+		f(&pc)
+		c.Providers[slug] = pc
+	}
+	return []setting{
+		{env: prefix + "SECRET", secret: true, usage: slug + " webhook secret; the provider is disabled without one", set: func(c *config, v string) error {
+			with(c, func(pc *ingress.Config) { pc.Secret = v })
+			return nil
+		}},
+		{env: prefix + "MERCHANT", usage: "merchant for " + slug + " payloads that name none", set: func(c *config, v string) error {
+			with(c, func(pc *ingress.Config) { pc.Merchant = v })
+			return validID(v)
+		}},
+		{env: prefix + "USER_PREFIX", usage: "prefix for " + slug + " user ids", set: func(c *config, v string) error {
+			with(c, func(pc *ingress.Config) { pc.UserPrefix = v })
+			return nil
+		}},
+		{env: prefix + "ALLOW", usage: "comma list of CIDRs allowed to post " + slug + " webhooks", set: func(c *config, v string) error {
+			var nets []netip.Prefix
+			for _, s := range splitList(v) {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					if a, aerr := netip.ParseAddr(s); aerr == nil {
+						p, err = a.Prefix(a.BitLen())
+					}
+				}
+				if err != nil {
+					return fmt.Errorf("%q is not a CIDR", s)
+				}
+				nets = append(nets, p)
+			}
+			with(c, func(pc *ingress.Config) { pc.Allow = nets })
+			return nil
+		}},
+		{env: prefix + "TOLERANCE", def: "5m", usage: "maximum age of a signed " + slug + " timestamp", set: func(c *config, v string) error {
+			d, err := positiveDuration(v)
+			with(c, func(pc *ingress.Config) { pc.Tolerance = d })
+			return err
+		}},
+	}
+}
+
+// parseConfig reads the environment, then flags (which win). Every error
+// names the setting.
+func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("herald", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	devEnv, _ := lookupEnv("HERALD_DEV")
+	dev := fs.Bool("dev", devEnv != "" && devEnv != "0" && devEnv != "false", "development mode: embedded broker, generated secrets, every provider enabled, text logs (HERALD_DEV)")
+	list := settings()
+	values := make([]*string, len(list))
+	for i, s := range list {
+		v, ok := lookupEnv(s.env)
+		if !ok {
+			v = s.def
+		}
+		values[i] = fs.String(s.flagName(), v, s.usage+" ("+s.env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c := &config{Dev: *dev}
+	for i, s := range list {
+		if err := s.set(c, *values[i]); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.env, err)
+		}
+	}
+	if c.Dev {
+		applyDev(c)
+	}
+	return c, c.validate()
+}
+
+// validate checks what no single setting can.
+func (c *config) validate() error {
+	switch {
+	case c.JWTSecret == "" && c.JWTPublicKey == "":
+		return errors.New("HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY is required (or run with --dev)")
+	case c.JWTSecret != "" && c.JWTPublicKey != "":
+		return errors.New("HERALD_JWT_SECRET and HERALD_JWT_PUBLIC_KEY are exclusive: set one")
+	case c.RedisURL != "" && len(c.RedisCluster) > 0:
+		return errors.New("HERALD_REDIS_URL and HERALD_REDIS_CLUSTER are exclusive: set one")
+	}
+	return nil
+}
+
+// publicKeyPEM returns the configured public key: the value itself when it
+// is PEM, else the contents of the file it names.
+func (c *config) publicKeyPEM() ([]byte, error) {
+	if c.JWTPublicKey == "" {
+		return nil, nil
+	}
+	if strings.HasPrefix(strings.TrimSpace(c.JWTPublicKey), "-----BEGIN") {
+		return []byte(c.JWTPublicKey), nil
+	}
+	b, err := os.ReadFile(c.JWTPublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("HERALD_JWT_PUBLIC_KEY: %w", err)
+	}
+	return b, nil
+}
+
+// printConfig writes the effective configuration, secrets masked.
+func printConfig(w io.Writer, c *config) {
+	values := map[string]string{}
+	for _, s := range settings() {
+		values[s.env] = ""
+	}
+	set := func(k, v string) { values[k] = v }
+	set("HERALD_ADDR", c.Addr)
+	set("HERALD_REDIS_URL", maskURL(c.RedisURL))
+	set("HERALD_REDIS_CLUSTER", strings.Join(c.RedisCluster, ","))
+	set("HERALD_JWT_SECRET", mask(c.JWTSecret))
+	set("HERALD_JWT_PUBLIC_KEY", c.JWTPublicKey)
+	set("HERALD_JWT_ISSUER", c.JWTIssuer)
+	set("HERALD_JWT_AUDIENCE", c.JWTAudience)
+	set("HERALD_API_KEY", mask(c.APIKey))
+	set("HERALD_HISTORY_SIZE", strconv.Itoa(c.HistorySize))
+	set("HERALD_HISTORY_TTL", c.HistoryTTL.String())
+	set("HERALD_DEDUP_WINDOW", c.DedupWindow.String())
+	set("HERALD_NODE_ID", c.NodeID)
+	set("HERALD_DRAIN_WINDOW", c.DrainWindow.String())
+	set("HERALD_SHUTDOWN_TIMEOUT", c.ShutdownTimeout.String())
+	set("HERALD_LOG_LEVEL", c.LogLevel)
+	set("HERALD_LOG_FORMAT", c.LogFormat)
+	set("HERALD_SEND_QUEUE_BYTES", strconv.Itoa(c.SendQueueBytes))
+	set("HERALD_MAX_SUBSCRIPTIONS", strconv.Itoa(c.MaxSubs))
+	for slug, pc := range c.Providers {
+		prefix := "HERALD_INGRESS_" + envSlug(slug) + "_"
+		set(prefix+"SECRET", mask(pc.Secret))
+		set(prefix+"MERCHANT", pc.Merchant)
+		set(prefix+"USER_PREFIX", pc.UserPrefix)
+		var nets []string
+		for _, n := range pc.Allow {
+			nets = append(nets, n.String())
+		}
+		set(prefix+"ALLOW", strings.Join(nets, ","))
+		set(prefix+"TOLERANCE", pc.Tolerance.String())
+	}
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if c.Dev {
+		fmt.Fprintln(w, "# --dev: generated secrets and every provider enabled")
+	}
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s=%s\n", k, values[k])
+	}
+}
+
+func mask(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "****** (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// maskURL hides a password in redis://user:pass@host.
+func maskURL(s string) string {
+	if at := strings.LastIndex(s, "@"); at >= 0 {
+		if colon := strings.LastIndex(s[:at], ":"); colon > strings.Index(s, "//")+1 {
+			return s[:colon+1] + "******" + s[at:]
+		}
+	}
+	return s
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func nonEmpty(v string) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}
+
+func positiveInt(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("must be a positive integer (got %q)", v)
+	}
+	return n, nil
+}
+
+func positiveDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("must be a positive duration such as 30s or 24h (got %q)", v)
+	}
+	return d, nil
+}
+
+func nonNegativeDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("must be a duration such as 10s (got %q)", v)
+	}
+	return d, nil
+}
+
+func oneOf(v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("must be one of %s (got %q)", strings.Join(allowed, ", "), v)
+}
+
+func validID(v string) error {
+	if v == "" {
+		return nil
+	}
+	return channels.ValidID(v)
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"herald/auth"
+)
+
+// Dev mode identities: the printed token is for this user and merchant,
+// and every provider files its merchant-less payloads under the merchant.
+const (
+	devUser     = "demo"
+	devMerchant = "demo"
+)
+
+// applyDev fills what --dev generates: secrets that were not given, every
+// provider enabled, text logs.
+func applyDev(c *config) {
+	if c.JWTSecret == "" && c.JWTPublicKey == "" {
+		c.JWTSecret = randomSecret()
+	}
+	if c.APIKey == "" {
+		c.APIKey = randomSecret()
+	}
+	for slug, pc := range c.Providers {
+		if pc.Secret == "" {
+			pc.Secret = randomSecret()
+		}
+		if pc.Merchant == "" {
+			pc.Merchant = devMerchant
+		}
+		c.Providers[slug] = pc
+	}
+	c.LogFormat = "text"
+}
+
+func randomSecret() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// printDev tells a developer how to use the node just started: a
+// dashboard link with a token, and curl lines posting the samples.
+func printDev(w io.Writer, c *config, addr net.Addr) {
+	base := "http://" + localAddr(addr)
+	fmt.Fprintf(w, "\nherald --dev is running at %s (embedded broker; nothing survives a restart)\n\n", base)
+	if c.JWTSecret != "" {
+		token, err := auth.Mint([]byte(c.JWTSecret), auth.NewClaims(devUser, devMerchant, nil, 24*time.Hour, time.Now()))
+		if err == nil {
+			fmt.Fprintf(w, "Dashboard:  %s/#token=%s\n", base, token)
+			fmt.Fprintf(w, "Token (sub=%s, merchant=%s, 24h):\n  %s\n", devUser, devMerchant, token)
+		}
+	}
+	fmt.Fprintf(w, "API key:    %s\n\n", c.APIKey)
+	fmt.Fprintln(w, "Post the sample webhooks from testdata/ (run from the repository root):")
+	slugs := make([]string, 0, len(c.Providers))
+	for slug := range c.Providers {
+		slugs = append(slugs, slug)
+	}
+	sort.Strings(slugs)
+	for _, slug := range slugs {
+		files, _ := filepath.Glob(filepath.Join("testdata", slug, "*.json"))
+		for _, f := range files {
+			if strings.HasSuffix(f, ".golden.json") {
+				continue
+			}
+			fmt.Fprintf(w, "  curl -sS -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' --data-binary @%s %s/ingress/%s\n",
+				c.Providers[slug].Secret, f, base, slug)
+		}
+	}
+	fmt.Fprintf(w, "\nPublish directly:\n  curl -sS -H 'Authorization: Bearer %s' -d '{\"channel\":\"user:%s\",\"data\":{\"hello\":\"world\"}}' %s/v1/publish\n\n",
+		c.APIKey, devUser, base)
+	if _, err := os.Stat("testdata"); err != nil {
+		fmt.Fprintln(w, "(testdata/ is not in the current directory: run from the repository root to use the samples)")
+	}
+}
+
+// localAddr turns a wildcard listen address into one a browser can open.
+func localAddr(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,162 @@
+// Command herald runs a herald node: the websocket hub, the provider
+// ingress and the server API on one address.
+//
+//	herald --dev        # embedded broker, generated secrets, try it locally
+//	herald              # configured from HERALD_* variables (see README)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"herald/auth"
+	"herald/hub"
+	"herald/internal/server"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+}
+
+func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "config" {
+		cfg, err := parseConfig(args[1:], lookupEnv, stderr)
+		if err != nil {
+			return configError(stderr, err)
+		}
+		printConfig(stdout, cfg)
+		return 0
+	}
+	cfg, err := parseConfig(args, lookupEnv, stderr)
+	if err != nil {
+		return configError(stderr, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, cfg, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "herald:", err)
+		return 1
+	}
+	return 0
+}
+
+func configError(stderr io.Writer, err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(stderr, "herald: configuration:", err)
+	return 2
+}
+
+// serve runs a node until ctx is cancelled (SIGTERM or SIGINT), then drains
+// it: /readyz fails, clients are closed with 4010 over the drain window,
+// in-flight requests finish, and it returns within the shutdown timeout.
+func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
+	logger := newLogger(cfg, stderr)
+	scfg, err := serverConfig(cfg, logger)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(scfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	httpSrv := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- httpSrv.Serve(ln) }()
+	logger.Info("herald listening", "addr", ln.Addr().String(), "node", cfg.NodeID, "broker", brokerName(cfg))
+	if cfg.Dev {
+		printDev(stdout, cfg, ln.Addr())
+	}
+
+	select {
+	case err := <-served:
+		srv.Close()
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "drain_window", cfg.DrainWindow.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Drain(shutdownCtx, cfg.DrainWindow); err != nil {
+		logger.Warn("drain did not finish", "err", err)
+	}
+	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("http shutdown did not finish", "err", err)
+	}
+	err = srv.Close()
+	logger.Info("stopped")
+	return err
+}
+
+func serverConfig(cfg *config, logger *slog.Logger) (server.Config, error) {
+	pem, err := cfg.publicKeyPEM()
+	if err != nil {
+		return server.Config{}, err
+	}
+	if cfg.RedisURL != "" || len(cfg.RedisCluster) > 0 {
+		return server.Config{}, errors.New("the Redis engine is not available in this build")
+	}
+	return server.Config{
+		Node: cfg.NodeID,
+		Auth: auth.Config{
+			Secret:       []byte(cfg.JWTSecret),
+			PublicKeyPEM: pem,
+			Issuer:       cfg.JWTIssuer,
+			Audience:     cfg.JWTAudience,
+			Leeway:       5 * time.Second,
+		},
+		APIKey:      cfg.APIKey,
+		HistorySize: cfg.HistorySize,
+		HistoryTTL:  cfg.HistoryTTL,
+		DedupWindow: cfg.DedupWindow,
+		Providers:   cfg.Providers,
+		Hub: hub.Options{
+			SendQueueBytes:   cfg.SendQueueBytes,
+			MaxSubscriptions: cfg.MaxSubs,
+		},
+		Logger: logger,
+	}, nil
+}
+
+func brokerName(cfg *config) string {
+	switch {
+	case cfg.RedisURL != "":
+		return "redis"
+	case len(cfg.RedisCluster) > 0:
+		return "redis-cluster"
+	}
+	return "embedded"
+}
+
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

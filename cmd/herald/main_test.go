@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func env(kv ...string) func(string) (string, bool) {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestConfig_ErrorsNameTheSetting(t *testing.T) {
+	base := []string{"HERALD_JWT_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret"}
+	cases := []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{nil, nil, "HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY is required"},
+		{append(base, "HERALD_HISTORY_SIZE", "lots"), nil, "HERALD_HISTORY_SIZE: must be a positive integer"},
+		{append(base, "HERALD_HISTORY_TTL", "-1h"), nil, "HERALD_HISTORY_TTL"},
+		{append(base, "HERALD_LOG_LEVEL", "loud"), nil, "HERALD_LOG_LEVEL"},
+		{append(base, "HERALD_INGRESS_KRIPTOMAT_ALLOW", "10.0.0.0/8,nowhere"), nil, "HERALD_INGRESS_KRIPTOMAT_ALLOW"},
+		{append(base, "HERALD_INGRESS_KRIPTOMAT_MERCHANT", "a b"), nil, "HERALD_INGRESS_KRIPTOMAT_MERCHANT"},
+		{append(base, "HERALD_JWT_PUBLIC_KEY", "/nonexistent.pem"), nil, "exclusive"},
+		{base, []string{"--history-size", "0"}, "HERALD_HISTORY_SIZE"},
+		{base, []string{"--no-such-flag"}, "no-such-flag"},
+	}
+	for _, tc := range cases {
+		_, err := parseConfig(tc.args, env(tc.env...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("env %v args %v: got %v, want %q", tc.env, tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestConfig_FlagsWinOverEnvironment(t *testing.T) {
+	c, err := parseConfig([]string{"--history-size", "7", "--ingress-kriptomat-merchant", "m2"},
+		env("HERALD_JWT_SECRET", "x", "HERALD_HISTORY_SIZE", "5", "HERALD_INGRESS_KRIPTOMAT_MERCHANT", "m1", "HERALD_INGRESS_KRIPTOMAT_SECRET", "k"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HistorySize != 7 || c.Providers["kriptomat"].Merchant != "m2" || c.Providers["kriptomat"].Secret != "k" || c.HistoryTTL != 24*time.Hour {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestConfigCommand_MasksSecrets(t *testing.T) {
+	var out bytes.Buffer
+	code := run([]string{"config"}, env("HERALD_JWT_SECRET", "very-secret-value", "HERALD_API_KEY", "api-key-value",
+		"HERALD_REDIS_URL", "redis://user:hunter2@redis:6379/0", "HERALD_INGRESS_KRIPTOMAT_SECRET", "provider-secret"), &out, io.Discard)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	s := out.String()
+	for _, secret := range []string{"very-secret-value", "api-key-value", "hunter2", "provider-secret"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("config output shows %q:\n%s", secret, s)
+		}
+	}
+	for _, line := range []string{"HERALD_HISTORY_SIZE=1000", "HERALD_REDIS_URL=redis://user:******@redis:6379/0", "HERALD_INGRESS_KRIPTOMAT_SECRET=******"} {
+		if !strings.Contains(s, line) {
+			t.Errorf("config output lacks %q:\n%s", line, s)
+		}
+	}
+}
+
+func TestRun_BadConfigurationExitsWithMessage(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run(nil, env(), io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "HERALD_JWT_SECRET") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestDev_EndToEnd runs the README's command the way a newcomer does, uses
+// what it prints, and stops it with SIGTERM.
+func TestDev_EndToEnd(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "herald")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "--dev", "--addr", "127.0.0.1:0", "--drain-window", "100ms")
+	cmd.Dir = filepath.Join("..", "..") // the repository root, as the README says
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var dashboard, curl string
+	deadline := time.After(20 * time.Second)
+	for dashboard == "" || curl == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("herald --dev exited early:\n%s", stderr.String())
+			}
+			if strings.HasPrefix(l, "Dashboard:") {
+				dashboard = strings.TrimSpace(strings.TrimPrefix(l, "Dashboard:"))
+			}
+			if strings.Contains(l, "withdrawal.json") {
+				curl = l
+			}
+		case <-deadline:
+			t.Fatalf("no dashboard link and curl line printed; stderr:\n%s", stderr.String())
+		}
+	}
+	base, token, _ := strings.Cut(dashboard, "/#token=")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	resp, err := http.Get(base + "/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("dashboard page: %v %v", err, resp)
+	}
+	resp.Body.Close()
+
+	conn, _, err := websocket.Dial(ctx, strings.Replace(base, "http", "ws", 1)+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	send := func(v any) {
+		b, _ := json.Marshal(v)
+		if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() map[string]any {
+		_, b, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		return m
+	}
+	send(map[string]any{"id": 1, "type": "connect", "token": token})
+	if f := read(); f["type"] != "connected" {
+		t.Fatalf("connect: %v", f)
+	}
+	send(map[string]any{"id": 2, "type": "subscribe", "channel": "merchant:demo"})
+	if f := read(); f["type"] != "subscribed" {
+		t.Fatalf("subscribe: %v", f)
+	}
+
+	// Run the printed curl line's request.
+	m := regexp.MustCompile(`Bearer ([0-9a-f]+)'.*@(\S+) (\S+)$`).FindStringSubmatch(curl)
+	if m == nil {
+		t.Fatalf("unexpected curl line %q", curl)
+	}
+	body, err := os.ReadFile(filepath.Join("..", "..", m[2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, m[3], bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+m[1])
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("posting the sample: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	if f := read(); f["type"] != "pub" || f["data"].(map[string]any)["type"] != "withdrawal.fiat" {
+		t.Fatalf("pub: %v", f)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = conn.Read(ctx)
+	if code := websocket.CloseStatus(err); code != 4010 {
+		t.Fatalf("close on SIGTERM: %v", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+}
