@@ -67,8 +67,10 @@ func TestConnect_Refusals(t *testing.T) {
 		"silence":           func(*heraldtest.Client) {},
 		"other first frame": func(c *heraldtest.Client) { c.Send(map[string]any{"type": "ping"}) },
 		"bad token":         func(c *heraldtest.Client) { c.Send(map[string]any{"type": "connect", "token": "x.y.z"}) },
-		"expired token":     func(c *heraldtest.Client) { c.Send(map[string]any{"type": "connect", "token": heraldtest.TokenTTL(t, -time.Minute, "42", "")}) },
-		"not JSON":          func(c *heraldtest.Client) { c.SendRaw([]byte("hello")) },
+		"expired token": func(c *heraldtest.Client) {
+			c.Send(map[string]any{"type": "connect", "token": heraldtest.TokenTTL(t, -time.Minute, "42", "")})
+		},
+		"not JSON": func(c *heraldtest.Client) { c.SendRaw([]byte("hello")) },
 	}
 	for name, act := range cases {
 		t.Run(name, func(t *testing.T) {
