@@ -253,7 +253,11 @@ func (in *Ingress) deadLetter(ctx context.Context, slug string, req *Request, er
 	} else if !errors.Is(err, ErrMalformed) {
 		in.opts.Logger.Error("ingress adapter failed", "provider", slug, "err", err)
 	}
-	d := DeadLetter{Provider: slug, ReceivedAt: FormatTime(req.Now), Status: status, Reason: err.Error(), Body: string(req.Body)}
+	body := req.Body
+	if p := in.opts.Providers[slug].Provider; p.Redact != nil {
+		body = p.Redact(body)
+	}
+	d := DeadLetter{Provider: slug, ReceivedAt: FormatTime(req.Now), Status: status, Reason: err.Error(), Body: string(body)}
 	if len(d.Body) > MaxDeadLetterBody {
 		d.Body, d.Truncated = d.Body[:MaxDeadLetterBody], true
 	}

@@ -21,6 +21,14 @@ type Provider struct {
 	// request is authentic if it passes Verify or carries the shared
 	// secret (Bearer or ?key=). nil means the shared secret only.
 	Verify func(r *Request) error
+	// Sign, when the provider signs its requests, sets the headers it
+	// would send with body (signature, timestamp, …) using cfg.Secret.
+	// `herald send` and the tests post webhooks through it; nil means the
+	// provider sends the shared secret as a Bearer token.
+	Sign func(h http.Header, method, path string, body []byte, cfg Config, now time.Time)
+	// Redact, when set, hides one-time secrets (card codes) in a body
+	// kept as a dead letter, where operators can read it.
+	Redact func(body []byte) []byte
 }
 
 // Config is one provider's settings (HERALD_INGRESS_<SLUG>_…).
