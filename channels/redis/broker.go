@@ -1,0 +1,327 @@
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"herald/channels"
+)
+
+// Options configure a Broker. Zero values take the defaults in brackets.
+type Options struct {
+	// Client is a *goredis.Client (single Redis) or *goredis.ClusterClient.
+	// The broker does not close it.
+	Client goredis.UniversalClient
+	// HistorySize is how many publications each log keeps [1000].
+	HistorySize int
+	// HistoryTTL is how long publications are kept after the channel's
+	// last publication [24h].
+	HistoryTTL time.Duration
+	// MetaTTL is how long a log's offset and epoch outlive its last
+	// activity [30 days, and never less than HistoryTTL].
+	MetaTTL time.Duration
+	// IdempotencyTTL is the default time an idempotency key is remembered [72h].
+	IdempotencyTTL time.Duration
+	// HealthInterval is how often each pub/sub feed is pinged; a feed
+	// silent for three intervals is re-established and its channels
+	// re-read [1s].
+	HealthInterval time.Duration
+	// Timeout bounds each Redis call made on the broker's own behalf
+	// (backfills) [2s].
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.HistorySize <= 0 {
+		o.HistorySize = 1000
+	}
+	if o.HistoryTTL <= 0 {
+		o.HistoryTTL = 24 * time.Hour
+	}
+	if o.MetaTTL <= 0 {
+		o.MetaTTL = 30 * 24 * time.Hour
+	}
+	o.MetaTTL = max(o.MetaTTL, o.HistoryTTL)
+	if o.IdempotencyTTL <= 0 {
+		o.IdempotencyTTL = 72 * time.Hour
+	}
+	if o.HealthInterval <= 0 {
+		o.HealthInterval = time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Broker is a channels.Broker on Redis.
+type Broker struct {
+	opts    Options
+	client  goredis.UniversalClient
+	cluster *goredis.ClusterClient // nil on a single Redis
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	handler channels.Handler
+	feeds   map[string]*feed  // channel → its live feed
+	shards  map[string]*shard // master address → its pub/sub connection
+	closed  bool
+}
+
+var _ channels.Broker = (*Broker)(nil)
+
+// New returns a broker; call Start before subscribing.
+func New(opts Options) (*Broker, error) {
+	opts.setDefaults()
+	if opts.Client == nil {
+		return nil, errors.New("redis broker: Client is required")
+	}
+	b := &Broker{
+		opts:   opts,
+		client: opts.Client,
+		log:    opts.Logger,
+		feeds:  make(map[string]*feed),
+		shards: make(map[string]*shard),
+	}
+	switch c := opts.Client.(type) {
+	case *goredis.ClusterClient:
+		b.cluster = c
+	case *goredis.Client:
+	default:
+		return nil, fmt.Errorf("redis broker: unsupported client %T", opts.Client)
+	}
+	return b, nil
+}
+
+// Start implements channels.Broker.
+func (b *Broker) Start(h channels.Handler) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.handler != nil {
+		return errors.New("redis broker: already started")
+	}
+	b.handler = h
+	return nil
+}
+
+// Close stops every feed. The Redis client stays open (it is the caller's).
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	shards := make([]*shard, 0, len(b.shards))
+	for _, s := range b.shards {
+		shards = append(shards, s)
+	}
+	b.mu.Unlock()
+	for _, s := range shards {
+		s.close()
+	}
+	return nil
+}
+
+// Ready implements channels.Broker: Redis answers, and every pub/sub feed
+// this node depends on is connected and answering its pings.
+func (b *Broker) Ready(ctx context.Context) error {
+	b.mu.Lock()
+	closed := b.closed
+	shards := make([]*shard, 0, len(b.shards))
+	for _, s := range b.shards {
+		shards = append(shards, s)
+	}
+	b.mu.Unlock()
+	if closed {
+		return channels.ErrUnavailable
+	}
+	if err := b.client.Ping(ctx).Err(); err != nil {
+		return unavailable("ping", err)
+	}
+	for _, s := range shards {
+		if err := s.healthy(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Key names; see the package documentation.
+
+func (b *Broker) metaKey(ch string) string { return "herald:{" + ch + "}:meta" }
+func (b *Broker) logKey(ch string) string  { return "herald:{" + ch + "}:log" }
+func (b *Broker) idemKey(ch, key string) string {
+	return "herald:{" + ch + "}:idem:" + key
+}
+
+// feedName is the pub/sub channel of a herald channel.
+func feedName(ch string) string { return "herald:{" + ch + "}" }
+
+// channelOf inverts feedName.
+func channelOf(name string) (string, bool) {
+	s, ok := strings.CutPrefix(name, "herald:{")
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(s, "}")
+}
+
+// Publish implements channels.Broker.
+func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, opts channels.PublishOptions) (channels.PublishResult, error) {
+	idemTTL := "0"
+	if opts.IdempotencyKey != "" {
+		ttl := opts.IdempotencyTTL
+		if ttl <= 0 {
+			ttl = b.opts.IdempotencyTTL
+		}
+		idemTTL = ms(ttl)
+	}
+	reply, err := publishScript.Run(ctx, b.client,
+		[]string{b.metaKey(ch), b.logKey(ch), b.idemKey(ch, opts.IdempotencyKey)},
+		[]byte(data), newEpoch(), b.opts.HistorySize, ms(b.opts.HistoryTTL), ms(b.opts.MetaTTL), idemTTL, feedName(ch),
+	).Slice()
+	if err != nil {
+		return channels.PublishResult{}, unavailable("publish", err)
+	}
+	if len(reply) != 2 {
+		return channels.PublishResult{}, fmt.Errorf("redis publish: unexpected reply %v", reply)
+	}
+	flag, _ := reply[0].(int64)
+	s, _ := reply[1].(string)
+	pos, err := parsePosition(s)
+	if err != nil {
+		return channels.PublishResult{}, fmt.Errorf("redis publish: %w", err)
+	}
+	return channels.PublishResult{Position: pos, Duplicate: flag == 0}, nil
+}
+
+// History implements channels.Broker.
+func (b *Broker) History(ctx context.Context, ch string, opts channels.HistoryOptions) (channels.HistoryResult, error) {
+	mode, sinceOff, sinceEpoch := "newest", "0", ""
+	if opts.Since != nil {
+		mode, sinceOff, sinceEpoch = "since", strconv.FormatUint(opts.Since.Offset, 10), opts.Since.Epoch
+	}
+	reply, err := historyScript.Run(ctx, b.client, []string{b.metaKey(ch), b.logKey(ch)},
+		newEpoch(), ms(b.opts.MetaTTL), mode, sinceOff, sinceEpoch, max(opts.Limit, 0),
+	).Slice()
+	if err != nil {
+		return channels.HistoryResult{}, unavailable("history", err)
+	}
+	res, err := parseHistory(reply, opts.Since == nil)
+	if err != nil {
+		return channels.HistoryResult{}, fmt.Errorf("redis history of %s: %w", ch, err)
+	}
+	return res, nil
+}
+
+func parseHistory(reply []any, newestFirst bool) (channels.HistoryResult, error) {
+	var res channels.HistoryResult
+	if len(reply) != 4 {
+		return res, fmt.Errorf("unexpected reply of %d elements", len(reply))
+	}
+	epoch, _ := reply[0].(string)
+	top, _ := reply[1].(int64)
+	earliest, _ := reply[2].(int64)
+	entries, _ := reply[3].([]any)
+	res.Position = channels.Position{Offset: uint64(top), Epoch: epoch}
+	res.Earliest = uint64(earliest)
+	res.Publications = make([]channels.Publication, 0, len(entries))
+	for _, e := range entries {
+		p, err := parseEntry(e, epoch)
+		if err != nil {
+			return res, err
+		}
+		res.Publications = append(res.Publications, p)
+	}
+	if newestFirst {
+		for i, j := 0, len(res.Publications)-1; i < j; i, j = i+1, j-1 {
+			res.Publications[i], res.Publications[j] = res.Publications[j], res.Publications[i]
+		}
+	}
+	return res, nil
+}
+
+// parseEntry reads a stream entry: {"<offset>-0", {"d", data}}.
+func parseEntry(e any, epoch string) (channels.Publication, error) {
+	parts, _ := e.([]any)
+	if len(parts) != 2 {
+		return channels.Publication{}, fmt.Errorf("bad stream entry %v", e)
+	}
+	id, _ := parts[0].(string)
+	fields, _ := parts[1].([]any)
+	off, err := strconv.ParseUint(strings.TrimSuffix(id, "-0"), 10, 64)
+	if err != nil || len(fields) != 2 {
+		return channels.Publication{}, fmt.Errorf("bad stream entry %q", id)
+	}
+	data, _ := fields[1].(string)
+	return channels.Publication{Offset: off, Epoch: epoch, Data: json.RawMessage(data)}, nil
+}
+
+// parsePosition reads "<offset>:<epoch>".
+func parsePosition(s string) (channels.Position, error) {
+	off, epoch, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseUint(off, 10, 64)
+	if !ok || err != nil {
+		return channels.Position{}, fmt.Errorf("bad position %q", s)
+	}
+	return channels.Position{Offset: n, Epoch: epoch}, nil
+}
+
+// parseMessage reads a pub/sub payload: "<offset>:<epoch>:<data>".
+func parseMessage(s string) (channels.Publication, error) {
+	off, rest, ok1 := strings.Cut(s, ":")
+	epoch, data, ok2 := strings.Cut(rest, ":")
+	n, err := strconv.ParseUint(off, 10, 64)
+	if !ok1 || !ok2 || err != nil {
+		return channels.Publication{}, fmt.Errorf("bad pub/sub message %.40q", s)
+	}
+	return channels.Publication{Offset: n, Epoch: epoch, Data: json.RawMessage(data)}, nil
+}
+
+// unavailable wraps errors that mean "Redis cannot be reached or cannot
+// serve right now" (network errors, timeouts, and the transient replies of
+// a loading, failing-over or busy server) with channels.ErrUnavailable.
+// Other Redis replies (a key of the wrong type, a script bug) stay internal
+// errors: retrying would not help.
+func unavailable(op string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	var rerr goredis.Error
+	if errors.As(err, &rerr) {
+		msg := rerr.Error()
+		transient := false
+		for _, prefix := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "BUSY", "MOVED", "ASK", "NOREPLICAS"} {
+			transient = transient || strings.HasPrefix(msg, prefix)
+		}
+		if !transient {
+			return fmt.Errorf("redis %s: %w", op, err)
+		}
+	}
+	return fmt.Errorf("redis %s: %w: %v", op, channels.ErrUnavailable, err)
+}
+
+func ms(d time.Duration) string { return strconv.FormatInt(max(d.Milliseconds(), 1), 10) }
+
+func newEpoch() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return hex.EncodeToString(b[:])
+}

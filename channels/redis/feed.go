@@ -1,0 +1,214 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"herald/channels"
+)
+
+// feed is this node's live subscription to one channel.
+type feed struct {
+	channel string
+
+	// shard carries the feed; guarded by Broker.mu.
+	shard *shard
+	// waiters are Subscribe calls waiting for Redis to confirm; guarded by
+	// the shard's mu.
+	waiters []chan struct{}
+
+	// mu serialises delivery and backfill for the channel; the fields
+	// below are the position of the last publication handed on.
+	mu     sync.Mutex
+	known  bool
+	epoch  string
+	last   uint64
+	resync bool // the feed was interrupted: re-read the log on confirmation
+}
+
+// Subscribe implements channels.Broker: it returns once Redis confirmed the
+// subscription, so every publication appended afterwards reaches the
+// handler.
+func (b *Broker) Subscribe(ctx context.Context, ch string) error {
+	b.mu.Lock()
+	if b.closed || b.handler == nil {
+		b.mu.Unlock()
+		return fmt.Errorf("redis subscribe: %w: broker not running", channels.ErrUnavailable)
+	}
+	f := &feed{channel: ch}
+	b.feeds[ch] = f
+	b.mu.Unlock()
+
+	var confirmed <-chan struct{}
+	for confirmed == nil {
+		s, err := b.shardFor(ctx, ch)
+		if err != nil {
+			b.drop(f)
+			return err
+		}
+		confirmed = s.add(ctx, f) // nil: the shard was retiring
+	}
+	select {
+	case <-confirmed:
+	case <-ctx.Done():
+		b.drop(f)
+		return fmt.Errorf("redis subscribe %s: %w: %v", ch, channels.ErrUnavailable, ctx.Err())
+	}
+	// Learn where the log stands, so that an interruption before the first
+	// publication still knows what to re-read.
+	top, err := b.History(ctx, ch, channels.HistoryOptions{})
+	if err != nil {
+		b.drop(f)
+		return err
+	}
+	f.mu.Lock()
+	if !f.known || f.epoch != top.Epoch || f.last < top.Offset {
+		f.known, f.epoch, f.last = true, top.Epoch, top.Offset
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// Unsubscribe implements channels.Broker.
+func (b *Broker) Unsubscribe(_ context.Context, ch string) error {
+	b.mu.Lock()
+	f := b.feeds[ch]
+	b.mu.Unlock()
+	if f != nil {
+		b.drop(f)
+	}
+	return nil
+}
+
+// drop forgets a feed and unsubscribes from its channel.
+func (b *Broker) drop(f *feed) {
+	b.mu.Lock()
+	if b.feeds[f.channel] == f {
+		delete(b.feeds, f.channel)
+	}
+	s := f.shard
+	f.shard = nil
+	b.mu.Unlock()
+	if s != nil {
+		s.remove(f, true)
+	}
+}
+
+// shardFor returns the pub/sub connection that carries ch: the only one on
+// a single Redis, the one to the master owning ch's slot on a cluster.
+func (b *Broker) shardFor(ctx context.Context, ch string) (*shard, error) {
+	addr := ""
+	var node *goredis.Client
+	if b.cluster != nil {
+		n, err := b.cluster.MasterForKey(ctx, feedName(ch))
+		if err != nil {
+			return nil, unavailable("locating the master of "+ch, err)
+		}
+		node, addr = n, n.Options().Addr
+	} else {
+		node = b.client.(*goredis.Client)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, fmt.Errorf("redis: %w: broker closed", channels.ErrUnavailable)
+	}
+	s := b.shards[addr]
+	if s == nil {
+		s = newShard(b, addr, node)
+		b.shards[addr] = s
+		go s.run()
+	}
+	return s, nil
+}
+
+// deliver hands a live publication on in order: duplicates are dropped, a
+// gap is filled from the log, and a new epoch is announced. f.mu is held.
+func (b *Broker) deliver(f *feed, p channels.Publication) {
+	if f.known && p.Epoch != f.epoch {
+		b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: p.Epoch}, channels.ReasonEpochMismatch)
+		f.epoch, f.last = p.Epoch, 0
+	}
+	if f.known {
+		if p.Offset <= f.last {
+			return
+		}
+		if p.Offset > f.last+1 {
+			b.backfill(f)
+			if p.Offset <= f.last {
+				return
+			}
+		}
+	}
+	b.handler.HandlePublication(f.channel, p)
+	f.known, f.epoch, f.last = true, p.Epoch, p.Offset
+}
+
+// backfill re-reads the log after the last delivered publication and hands
+// on what the live feed missed, announcing what the log no longer has.
+// f.mu is held.
+func (b *Broker) backfill(f *feed) {
+	since := channels.Position{Offset: f.last, Epoch: f.epoch}
+	res, err := b.historyRetry(f.channel, since)
+	if err != nil {
+		// Redis answers pub/sub but not reads: give up on this gap, loudly.
+		// The next publication shows the hub a gap, which it announces to
+		// clients as offset_expired; nothing passes silently.
+		b.log.Error("redis backfill failed; subscribers will be told of a gap", "channel_namespace", namespace(f.channel), "err", err)
+		f.resync = true
+		return
+	}
+	if res.Epoch != f.epoch {
+		b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: res.Epoch}, channels.ReasonEpochMismatch)
+		f.epoch, f.last = res.Epoch, 0
+		since = channels.Position{Offset: 0, Epoch: res.Epoch}
+		if res, err = b.historyRetry(f.channel, since); err != nil {
+			f.resync = true
+			return
+		}
+	}
+	if ok, reason := res.Recover(since); !ok && res.Epoch == f.epoch {
+		f.last = res.Earliest - 1
+		b.handler.HandleReset(f.channel, channels.Position{Offset: f.last, Epoch: f.epoch}, reason)
+	}
+	for _, p := range res.Publications {
+		if p.Offset > f.last {
+			b.handler.HandlePublication(f.channel, p)
+			f.last = p.Offset
+		}
+	}
+	f.resync = false
+}
+
+// historyRetry reads the log after since, retrying briefly: a backfill
+// usually runs right after Redis came back.
+func (b *Broker) historyRetry(ch string, since channels.Position) (channels.HistoryResult, error) {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
+		var res channels.HistoryResult
+		res, err = b.History(ctx, ch, channels.HistoryOptions{Since: &since})
+		cancel()
+		if err == nil || !errors.Is(err, channels.ErrUnavailable) {
+			return res, err
+		}
+	}
+	return channels.HistoryResult{}, err
+}
+
+func namespace(ch string) string {
+	for i := 0; i < len(ch); i++ {
+		if ch[i] == ':' {
+			return ch[:i]
+		}
+	}
+	return ch
+}

@@ -1,0 +1,392 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"herald/channels"
+)
+
+// shard is one sharded pub/sub connection, to one Redis master, carrying
+// every feed whose channel that master owns. Its goroutine (run) owns the
+// connection: it subscribes, receives, pings, and on any trouble throws the
+// connection away, makes a new one, and has every feed re-read its log.
+type shard struct {
+	b    *Broker
+	addr string
+	node *goredis.Client
+
+	mu       sync.Mutex
+	ps       *goredis.PubSub // nil while reconnecting
+	feeds    map[string]*feed
+	leaving  map[string]int // our own SUNSUBSCRIBEs not yet confirmed
+	lastSeen time.Time      // last message or pong on the current connection
+	stopping bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newShard(b *Broker, addr string, node *goredis.Client) *shard {
+	return &shard{b: b, addr: addr, node: node, feeds: make(map[string]*feed), leaving: make(map[string]int),
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// add registers a feed and returns a channel closed when Redis confirms
+// its subscription, or nil when the shard is closing (look it up again).
+func (s *shard) add(ctx context.Context, f *feed) <-chan struct{} {
+	s.b.mu.Lock()
+	f.shard = s
+	s.b.mu.Unlock()
+	confirmed := make(chan struct{})
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return nil
+	}
+	s.feeds[f.channel] = f
+	f.waiters = append(f.waiters, confirmed)
+	ps := s.ps
+	s.mu.Unlock()
+	if ps != nil {
+		// An error here means the connection broke; run notices and
+		// subscribes every feed again on the next one.
+		_ = ps.SSubscribe(ctx, feedName(f.channel))
+	}
+	return confirmed
+}
+
+// remove forgets a feed; unsubscribe says whether to tell Redis (not when
+// Redis itself dropped the subscription).
+func (s *shard) remove(f *feed, unsubscribe bool) {
+	s.mu.Lock()
+	if s.feeds[f.channel] == f {
+		delete(s.feeds, f.channel)
+	}
+	ps := s.ps
+	if ps != nil && unsubscribe {
+		s.leaving[f.channel]++
+	}
+	s.mu.Unlock()
+	if ps != nil && unsubscribe {
+		ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.Timeout)
+		_ = ps.SUnsubscribe(ctx, feedName(f.channel))
+		cancel()
+	}
+}
+
+func (s *shard) close() {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return
+	}
+	s.stopping = true
+	close(s.stop)
+	ps := s.ps
+	s.mu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+	}
+	<-s.done
+}
+
+// healthy reports whether the connection is up and answered recently.
+func (s *shard) healthy() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ps == nil {
+		return fmt.Errorf("redis pub/sub to %s: %w: reconnecting", s.addrName(), channels.ErrUnavailable)
+	}
+	if since := time.Since(s.lastSeen); since > 3*s.b.opts.HealthInterval {
+		return fmt.Errorf("redis pub/sub to %s: %w: silent for %v", s.addrName(), channels.ErrUnavailable, since.Round(time.Millisecond))
+	}
+	return nil
+}
+
+func (s *shard) addrName() string {
+	if s.addr == "" {
+		return "redis"
+	}
+	return s.addr
+}
+
+// run keeps a connection alive until the shard is closed.
+func (s *shard) run() {
+	defer close(s.done)
+	backoff := 50 * time.Millisecond
+	for {
+		start := time.Now()
+		err := s.session()
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		s.b.log.Warn("redis pub/sub interrupted; re-subscribing and re-reading its channels", "redis", s.addrName(), "err", err)
+		if time.Since(start) > 10*time.Second {
+			backoff = 50 * time.Millisecond
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+		if s.b.cluster != nil {
+			s.relocate()
+			if s.retire() {
+				return
+			}
+		}
+	}
+}
+
+// retire ends a cluster shard that carries no feeds any more (its master
+// failed over or lost its slots), so it no longer counts for readiness.
+func (s *shard) retire() bool {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.feeds) > 0 {
+		return false
+	}
+	if s.b.shards[s.addr] == s {
+		delete(s.b.shards, s.addr)
+	}
+	s.stopping = true
+	close(s.stop)
+	return true
+}
+
+// session runs one connection: subscribe every feed, then receive until
+// an error, a silence longer than three health intervals, or close.
+func (s *shard) session() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ps := s.node.SSubscribe(ctx)
+	defer ps.Close()
+
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return nil
+	}
+	s.ps = ps
+	s.lastSeen = time.Now()
+	names := make([]string, 0, len(s.feeds))
+	for ch := range s.feeds {
+		names = append(names, feedName(ch))
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.ps = nil
+		clear(s.leaving)
+		s.mu.Unlock()
+		s.interrupted()
+	}()
+
+	if err := ps.Ping(ctx); err != nil {
+		return err
+	}
+	if len(names) > 0 {
+		if err := ps.SSubscribe(ctx, names...); err != nil {
+			return err
+		}
+	}
+	pingErr := make(chan error, 1)
+	go s.pinger(ctx, ps, pingErr)
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, 3*s.b.opts.HealthInterval)
+		if err != nil {
+			return err
+		}
+		select {
+		case err := <-pingErr:
+			return err
+		default:
+		}
+		s.mu.Lock()
+		s.lastSeen = time.Now()
+		s.mu.Unlock()
+		switch m := msg.(type) {
+		case *goredis.Message:
+			s.message(m)
+		case *goredis.Subscription:
+			switch m.Kind {
+			case "ssubscribe":
+				s.confirmed(m.Channel)
+			case "sunsubscribe":
+				s.dropped(m.Channel)
+			}
+		}
+	}
+}
+
+// pinger pings the connection so that a dead one is noticed: the pong, like
+// any message, resets the receive timeout.
+func (s *shard) pinger(ctx context.Context, ps *goredis.PubSub, errs chan<- error) {
+	t := time.NewTicker(s.b.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := ps.Ping(ctx); err != nil && ctx.Err() == nil {
+				errs <- err
+				return
+			}
+		}
+	}
+}
+
+// interrupted marks every feed for a re-read: whatever was published while
+// the connection was down never reached us.
+func (s *shard) interrupted() {
+	s.mu.Lock()
+	feeds := make([]*feed, 0, len(s.feeds))
+	for _, f := range s.feeds {
+		feeds = append(feeds, f)
+	}
+	s.mu.Unlock()
+	for _, f := range feeds {
+		f.mu.Lock()
+		if f.known {
+			f.resync = true
+		}
+		f.mu.Unlock()
+	}
+}
+
+// confirmed releases the Subscribe calls waiting for ch and, after an
+// interruption, re-reads the log from the last delivered offset.
+func (s *shard) confirmed(name string) {
+	ch, ok := channelOf(name)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	f := s.feeds[ch]
+	var waiters []chan struct{}
+	if f != nil {
+		waiters, f.waiters = f.waiters, nil
+	}
+	s.mu.Unlock()
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	if f.resync {
+		s.b.backfill(f)
+	}
+	f.mu.Unlock()
+	for _, w := range waiters {
+		close(w)
+	}
+}
+
+// dropped handles Redis ending a subscription we did not end: on a
+// cluster, the channel's slot moved to another master.
+func (s *shard) dropped(name string) {
+	ch, ok := channelOf(name)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	if s.leaving[ch] > 0 {
+		// The confirmation of our own Unsubscribe.
+		if s.leaving[ch]--; s.leaving[ch] == 0 {
+			delete(s.leaving, ch)
+		}
+		s.mu.Unlock()
+		return
+	}
+	f := s.feeds[ch]
+	s.mu.Unlock()
+	if f != nil {
+		go s.b.move(f)
+	}
+}
+
+func (s *shard) message(m *goredis.Message) {
+	ch, ok := channelOf(m.Channel)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	f := s.feeds[ch]
+	s.mu.Unlock()
+	if f == nil {
+		return
+	}
+	p, err := parseMessage(m.Payload)
+	if err != nil {
+		s.b.log.Error("redis pub/sub: unreadable message", "err", err)
+		return
+	}
+	f.mu.Lock()
+	s.b.deliver(f, p)
+	f.mu.Unlock()
+}
+
+// relocate moves the shard's feeds whose slots another master now owns.
+func (s *shard) relocate() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.Timeout)
+	defer cancel()
+	s.b.cluster.ReloadState(ctx)
+	s.mu.Lock()
+	feeds := make([]*feed, 0, len(s.feeds))
+	for _, f := range s.feeds {
+		feeds = append(feeds, f)
+	}
+	s.mu.Unlock()
+	for _, f := range feeds {
+		n, err := s.b.cluster.MasterForKey(ctx, feedName(f.channel))
+		if err == nil && n.Options().Addr != s.addr {
+			go s.b.move(f)
+		}
+	}
+}
+
+// move re-homes a feed on the shard of its channel's current master and
+// re-reads its log there.
+func (b *Broker) move(f *feed) {
+	b.mu.Lock()
+	old := f.shard
+	current := b.feeds[f.channel] == f
+	b.mu.Unlock()
+	if !current {
+		return
+	}
+	if old != nil {
+		old.remove(f, false)
+	}
+	f.mu.Lock()
+	if f.known {
+		f.resync = true
+	}
+	f.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
+	defer cancel()
+	if b.cluster != nil {
+		b.cluster.ReloadState(ctx)
+	}
+	for attempt := 0; attempt < 10; attempt++ {
+		s, err := b.shardFor(ctx, f.channel)
+		if err == nil && s.add(ctx, f) != nil {
+			return
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.log.Error("redis: cannot re-home a channel's feed; its subscribers get nothing until they resubscribe", "channel_namespace", namespace(f.channel))
+}
