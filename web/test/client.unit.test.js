@@ -1,0 +1,529 @@
+// Unit tests of herald.js's connection logic against a fake WebSocket and a
+// manual clock: reconnect and backoff, resume without loss or duplicates,
+// gaps, close codes, token refresh, persistence.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { connect, decodeToken, grantedChannels, backoffDelay } from '../static/herald.js';
+import { FakeClock, fakeWebSocket, flush, unsignedToken, MemoryStorage } from './lib/fake.js';
+
+const TOKEN = unsignedToken({ sub: '42', merchant: 'acme', exp: 4_000_000_000 });
+
+/** A client on fakes, recording every event it emits. */
+function setup(extra = {}) {
+  const clock = new FakeClock();
+  const { FakeWebSocket, sockets } = fakeWebSocket();
+  const events = [];
+  const client = connect({
+    url: 'http://herald.test',
+    token: TOKEN,
+    WebSocket: FakeWebSocket,
+    clock: clock.options(),
+    backoff: { initial: 1000, max: 8000, factor: 2 },
+    pingInterval: 0,
+    ...extra,
+  });
+  for (const name of ['state', 'connected', 'disconnected', 'reconnecting', 'subscribed', 'gap', 'unsubscribed', 'refreshed', 'error']) {
+    client.on(name, (ev) => events.push({ name, ...ev }));
+  }
+  const got = [];
+  const collect = (data, meta) => got.push({ ...meta, data });
+  return { clock, sockets, events, client, got, collect, last: () => sockets[sockets.length - 1] };
+}
+
+const named = (events, name) => events.filter((e) => e.name === name);
+const offsets = (got, channel = 'user:42') => got.filter((g) => g.channel === channel).map((g) => g.offset);
+
+test('connects with the subprotocol and a connect frame, then subscribes', async () => {
+  const { clock, sockets, client, got, collect, events } = setup();
+  client.subscribe('user:42', collect);
+  await clock.advance(0);
+  assert.equal(sockets.length, 1);
+  const ws = sockets[0];
+  assert.equal(ws.url, 'ws://herald.test/ws');
+  assert.equal(ws.protocols, 'herald.v1');
+  assert.equal(ws.sent.length, 0, 'nothing is sent before the socket opens');
+  const c = ws.accept();
+  assert.deepEqual(ws.sent[0], { id: c.id, type: 'connect', token: TOKEN });
+  assert.deepEqual(ws.last('subscribe'), { id: ws.last('subscribe').id, type: 'subscribe', channel: 'user:42' });
+  ws.answerSubscribe('user:42', { offset: 5 });
+  ws.pub('user:42', 6);
+  ws.pub('user:42', 7);
+  assert.deepEqual(offsets(got), [6, 7]);
+  assert.deepEqual(got[0].data, { n: 6 });
+  assert.equal(client.state(), 'connected');
+  assert.deepEqual(client.position('user:42'), { epoch: 'E', offset: 7 });
+  assert.equal(named(events, 'connected')[0].reconnected, false);
+});
+
+test('drops publications at or below the last delivered offset', async () => {
+  const { clock, client, got, collect, last } = setup();
+  client.subscribe('user:42', collect);
+  await clock.advance(0);
+  last().accept();
+  last().answerSubscribe('user:42', { offset: 0 });
+  for (const o of [1, 2, 2, 1, 3]) last().pub('user:42', o);
+  assert.deepEqual(offsets(got), [1, 2, 3]);
+  assert.equal(client.stats().duplicatesDropped, 2);
+});
+
+test('reconnects after a dropped connection and resumes with since: each publication once, in order', async () => {
+  const { clock, sockets, client, got, collect, events } = setup();
+  client.subscribe('user:42', collect);
+  client.subscribe('merchant:acme', collect);
+  await clock.advance(0);
+  let ws = sockets[0];
+  ws.accept();
+  ws.answerSubscribe('user:42', { offset: 2 });
+  ws.answerSubscribe('merchant:acme', { epoch: 'M', offset: 0 });
+  ws.pub('user:42', 3);
+  ws.pub('merchant:acme', 1, {}, 'M');
+  await clock.advance(2000); // connected for a while
+  ws.serverClose(1006);
+  assert.equal(client.state(), 'reconnecting');
+  const d = named(events, 'disconnected')[0];
+  assert.equal(d.code, 1006);
+  assert.ok(d.reconnectIn >= 500 && d.reconnectIn <= 1000, `first delay ${d.reconnectIn} within [initial/2, initial]`);
+  await clock.advance(d.reconnectIn - 1);
+  assert.equal(sockets.length, 1, 'no attempt before the delay');
+  await clock.advance(1);
+  assert.equal(sockets.length, 2);
+  ws = sockets[1];
+  ws.accept();
+  assert.deepEqual(ws.last('subscribe').channel, 'merchant:acme');
+  const subs = ws.all('subscribe');
+  assert.deepEqual(subs.find((s) => s.channel === 'user:42').since, { offset: 3, epoch: 'E' });
+  assert.deepEqual(subs.find((s) => s.channel === 'merchant:acme').since, { offset: 1, epoch: 'M' });
+  ws.answerSubscribe('user:42', { offset: 6, recovered: true });
+  // The missed ones, with an overlap a buggy server might send.
+  for (const o of [3, 4, 5, 6, 7]) ws.pub('user:42', o);
+  assert.deepEqual(offsets(got), [3, 4, 5, 6, 7]);
+  const s = named(events, 'subscribed').filter((e) => e.channel === 'user:42');
+  assert.deepEqual([s[0].resumed, s[1].resumed, s[1].recovered], [false, true, true]);
+  assert.equal(named(events, 'gap').length, 0);
+  assert.equal(named(events, 'connected')[1].reconnected, true);
+  assert.equal(client.stats().reconnects, 1);
+});
+
+test('backoff grows with each failed attempt, is capped, and resets once connected', async () => {
+  const { clock, sockets, client, events } = setup();
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  clock.randomValue = 0.999999; // the top of each jitter range
+  sockets[0].serverClose(1006); // never connected: a failed attempt
+  const delays = [];
+  for (let i = 0; i < 6; i++) {
+    const r = named(events, 'reconnecting').at(-1);
+    delays.push(r.delay);
+    await clock.advance(r.delay);
+    sockets.at(-1).serverClose(1006);
+  }
+  assert.deepEqual(delays, [1000, 2000, 4000, 8000, 8000, 8000]);
+  await clock.advance(named(events, 'reconnecting').at(-1).delay);
+  sockets.at(-1).accept();
+  await clock.advance(5000);
+  sockets.at(-1).serverClose(1011);
+  assert.equal(named(events, 'reconnecting').at(-1).delay, 1000);
+});
+
+test('backoff jitter spreads clients between half and all of the delay', () => {
+  const opts = { initial: 1000, max: 30000, factor: 2 };
+  assert.equal(backoffDelay(0, opts, () => 0), 500);
+  assert.equal(backoffDelay(0, opts, () => 0.999999), 1000);
+  assert.equal(backoffDelay(3, opts, () => 0.5), 6000);
+  assert.equal(backoffDelay(10, opts, () => 0), 15000);
+  assert.equal(backoffDelay(0, {}, () => 1), 500, 'default initial is 500 ms');
+});
+
+for (const code of [4009, 4010]) {
+  test(`close ${code}: the first reconnect is immediate, later ones back off`, async () => {
+    const { clock, sockets, client, got, collect, events } = setup();
+    client.subscribe('user:42', collect);
+    await clock.advance(0);
+    sockets[0].accept();
+    sockets[0].answerSubscribe('user:42', { offset: 10 });
+    sockets[0].pub('user:42', 11);
+    await clock.advance(3000);
+    sockets[0].serverClose(code, code === 4010 ? 'node shutting down' : 'send queue overflow');
+    assert.equal(named(events, 'disconnected')[0].reconnectIn, 0);
+    await clock.advance(0);
+    assert.equal(sockets.length, 2, 'reconnected at once');
+    sockets[1].serverClose(1006); // that node is not back yet
+    const r = named(events, 'reconnecting').at(-1);
+    assert.ok(r.delay >= 500, `second attempt waits (${r.delay} ms)`);
+    await clock.advance(r.delay);
+    sockets[2].accept();
+    const s = sockets[2].answerSubscribe('user:42', { offset: 12, recovered: true });
+    assert.deepEqual(s.since, { offset: 11, epoch: 'E' });
+    sockets[2].pub('user:42', 12);
+    assert.deepEqual(offsets(got), [11, 12]);
+  });
+}
+
+test('close 4010 moves on to the next URL', async () => {
+  const { clock, sockets, client } = setup({ url: ['ws://a.test/ws', 'ws://b.test/ws'] });
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  assert.equal(sockets[0].url, 'ws://a.test/ws');
+  sockets[0].accept();
+  await clock.advance(2000);
+  sockets[0].serverClose(4010, 'node shutting down');
+  await clock.advance(0);
+  assert.equal(sockets[1].url, 'ws://b.test/ws');
+});
+
+test('a session closed within a second gets no instant retry, so a loop cannot spin', async () => {
+  const { clock, sockets, client, events } = setup();
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  sockets[0].accept();
+  sockets[0].serverClose(4009);
+  assert.ok(named(events, 'disconnected')[0].reconnectIn > 0);
+});
+
+for (const [code, errCode] of [[4002, 'protocol_error'], [1009, 'message_too_big'], [4001, 'unauthorized'], [4008, 'token_expired']]) {
+  test(`close ${code} without getToken is reported as ${errCode} and stops`, async () => {
+    const { clock, sockets, client, events } = setup();
+    client.subscribe('user:42', () => {});
+    await clock.advance(0);
+    sockets[0].accept();
+    await clock.advance(5000);
+    sockets[0].serverClose(code, 'because');
+    const err = named(events, 'error');
+    assert.equal(err.length, 1);
+    assert.equal(err[0].code, errCode);
+    assert.equal(err[0].fatal, true);
+    assert.equal(named(events, 'disconnected')[0].reconnectIn, null);
+    assert.equal(client.state(), 'closed');
+    await clock.advance(120_000);
+    assert.equal(sockets.length, 1, 'no reconnect');
+    assert.ok(!JSON.stringify(events).includes(TOKEN), 'the token appears in no event');
+  });
+}
+
+test('close 4008 with getToken: a new token, an immediate reconnect, and resume', async () => {
+  let n = 0;
+  const tokens = [];
+  const getToken = async () => {
+    const t = unsignedToken({ sub: '42', exp: 4_000_000_000, n: ++n });
+    tokens.push(t);
+    return t;
+  };
+  const { clock, sockets, client, got, collect, events } = setup({ token: undefined, getToken, refreshMargin: 1000 });
+  client.subscribe('user:42', collect);
+  await clock.advance(0);
+  assert.equal(n, 1, 'getToken gives the first token');
+  sockets[0].accept();
+  assert.equal(sockets[0].last('connect').token, tokens[0]);
+  sockets[0].answerSubscribe('user:42', { offset: 1 });
+  sockets[0].pub('user:42', 2);
+  await clock.advance(2000);
+  sockets[0].serverClose(4008, 'token expired');
+  assert.equal(named(events, 'disconnected')[0].reconnectIn, 0);
+  await clock.advance(0);
+  assert.equal(n, 2);
+  sockets[1].accept();
+  assert.equal(sockets[1].last('connect').token, tokens[1]);
+  assert.deepEqual(sockets[1].last('subscribe').since, { offset: 2, epoch: 'E' });
+  assert.equal(named(events, 'error').length, 0);
+});
+
+test('close 4001 with getToken asks for another token and retries with backoff', async () => {
+  let n = 0;
+  const getToken = () => unsignedToken({ sub: '42', exp: 4_000_000_000, n: ++n });
+  const { clock, sockets, client, events } = setup({ token: undefined, getToken });
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  sockets[0].open();
+  sockets[0].serverClose(4001, 'invalid token: signature is invalid');
+  assert.equal(named(events, 'error')[0].code, 'unauthorized');
+  assert.equal(named(events, 'error')[0].fatal, false);
+  const delay = named(events, 'reconnecting').at(-1).delay;
+  assert.ok(delay > 0);
+  await clock.advance(delay);
+  assert.equal(n, 2);
+  sockets[1].accept();
+  assert.equal(client.state(), 'connected');
+});
+
+test('refreshes the token before it expires, through getToken and a refresh frame', async () => {
+  let n = 0;
+  const getToken = () => unsignedToken({ sub: '42', n: ++n });
+  const { clock, sockets, client, events } = setup({ token: undefined, getToken, refreshMargin: 60_000 });
+  await clock.advance(0);
+  const expires = (clock.t + 100_000) / 1000; // 100 s: refresh a quarter before
+  sockets[0].accept({ expires });
+  await clock.advance(74_000);
+  assert.equal(sockets[0].all('refresh').length, 0);
+  await clock.advance(1_000);
+  const r = sockets[0].last('refresh');
+  assert.ok(r, 'refresh sent 25 s before expiry');
+  assert.equal(r.token, unsignedToken({ sub: '42', n: 2 }));
+  sockets[0].frame({ id: r.id, type: 'refreshed', expires: expires + 100 });
+  assert.deepEqual(named(events, 'refreshed'), [{ name: 'refreshed', expires: expires + 100 }]);
+  await clock.advance(100_000);
+  assert.equal(sockets[0].all('refresh').length, 2, 'and again before the new expiry');
+  assert.equal(client.state(), 'connected');
+});
+
+test('a refused refresh is reported; the server then closes 4008 and the client reconnects', async () => {
+  const getToken = () => unsignedToken({ sub: '42' });
+  const { clock, sockets, client, events } = setup({ token: undefined, getToken });
+  await clock.advance(0);
+  sockets[0].accept({ expires: (clock.t + 8000) / 1000 });
+  await clock.advance(6000);
+  const r = sockets[0].last('refresh');
+  sockets[0].frame({ id: r.id, type: 'error', code: 'forbidden', message: 'refresh token is for another sub' });
+  assert.equal(named(events, 'error')[0].code, 'refresh_failed');
+  sockets[0].serverClose(4008, 'token expired');
+  await clock.advance(1000);
+  assert.equal(sockets.length, 2);
+  assert.equal(client.state(), 'reconnecting');
+});
+
+test('a resume that cannot be recovered is a gap event, and delivery goes on from the new position', async () => {
+  const { clock, sockets, client, got, collect, events } = setup();
+  client.subscribe('user:42', collect);
+  await clock.advance(0);
+  sockets[0].accept();
+  sockets[0].answerSubscribe('user:42', { offset: 0 });
+  sockets[0].pub('user:42', 1);
+  sockets[0].pub('user:42', 2);
+  await clock.advance(2000);
+  sockets[0].serverClose(4010);
+  await clock.advance(0);
+  sockets[1].accept();
+  sockets[1].answerSubscribe('user:42', { epoch: 'F', offset: 0, recovered: false, reason: 'epoch_mismatch' });
+  sockets[1].pub('user:42', 1, { n: 'new' }, 'F');
+  const gaps = named(events, 'gap');
+  assert.equal(gaps.length, 1);
+  assert.deepEqual(gaps[0], { name: 'gap', channel: 'user:42', reason: 'epoch_mismatch', epoch: 'F', offset: 0, previous: { epoch: 'E', offset: 2 } });
+  assert.deepEqual(got.map((g) => `${g.epoch}:${g.offset}`), ['E:1', 'E:2', 'F:1']);
+  assert.equal(named(events, 'subscribed').at(-1).recovered, false);
+});
+
+test('a gap announced by the server mid-subscription is a gap event', async () => {
+  const { clock, sockets, client, got, collect, events } = setup();
+  client.subscribe('user:42', collect);
+  await clock.advance(0);
+  sockets[0].accept();
+  sockets[0].answerSubscribe('user:42', { offset: 4 });
+  sockets[0].pub('user:42', 5);
+  sockets[0].frame({ type: 'subscribed', channel: 'user:42', epoch: 'E', offset: 9, recovered: false, reason: 'offset_expired' });
+  sockets[0].pub('user:42', 10);
+  assert.deepEqual(named(events, 'gap').map((g) => [g.reason, g.offset, g.previous.offset]), [['offset_expired', 9, 5]]);
+  assert.deepEqual(offsets(got), [5, 10]);
+});
+
+test('a subscription the server revokes after a refresh is gone, also after reconnects', async () => {
+  const { clock, sockets, client, events } = setup();
+  client.subscribe('alerts:acme', () => {});
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  sockets[0].accept();
+  sockets[0].answerSubscribe('alerts:acme');
+  sockets[0].answerSubscribe('user:42');
+  sockets[0].frame({ type: 'unsubscribed', channel: 'alerts:acme' });
+  assert.deepEqual(named(events, 'unsubscribed'), [{ name: 'unsubscribed', channel: 'alerts:acme', revoked: true }]);
+  await clock.advance(2000);
+  sockets[0].serverClose(1006);
+  await clock.advance(1000);
+  sockets[1].accept();
+  assert.deepEqual(sockets[1].all('subscribe').map((s) => s.channel), ['user:42']);
+});
+
+test('a refused subscribe is reported with its channel and not retried', async () => {
+  const { clock, sockets, client, events } = setup();
+  client.subscribe('user:7', () => {});
+  await clock.advance(0);
+  sockets[0].accept();
+  const s = sockets[0].last('subscribe');
+  sockets[0].frame({ id: s.id, type: 'error', code: 'forbidden', message: 'token does not grant user:7' });
+  assert.deepEqual(named(events, 'error').map((e) => [e.code, e.channel, e.fatal]), [['forbidden', 'user:7', false]]);
+  await clock.advance(2000);
+  sockets[0].serverClose(1006);
+  await clock.advance(1000);
+  sockets[1].accept();
+  assert.equal(sockets[1].all('subscribe').length, 0);
+});
+
+test('a subscribe refused as unavailable is retried on the same connection', async () => {
+  const { clock, sockets, client } = setup();
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  sockets[0].accept();
+  const s = sockets[0].last('subscribe');
+  sockets[0].frame({ id: s.id, type: 'error', code: 'unavailable', message: 'broker unavailable; retry' });
+  await clock.advance(2000);
+  assert.equal(sockets[0].all('subscribe').length, 2);
+});
+
+test('unsubscribe leaves the channel and ignores its later publications', async () => {
+  const { clock, sockets, client, got, collect } = setup();
+  const sub = client.subscribe('user:42', collect);
+  await clock.advance(0);
+  sockets[0].accept();
+  sockets[0].answerSubscribe('user:42');
+  sockets[0].pub('user:42', 1);
+  sub.unsubscribe();
+  assert.equal(sockets[0].last('unsubscribe').channel, 'user:42');
+  sockets[0].pub('user:42', 2);
+  assert.deepEqual(offsets(got), [1]);
+});
+
+test('two handlers on one channel share one server subscription', async () => {
+  const { clock, sockets, client } = setup();
+  const a = [];
+  const b = [];
+  const sa = client.subscribe('user:42', (d, m) => a.push(m.offset));
+  client.subscribe('user:42', (d, m) => b.push(m.offset));
+  await clock.advance(0);
+  sockets[0].accept();
+  assert.equal(sockets[0].all('subscribe').length, 1);
+  sockets[0].answerSubscribe('user:42');
+  sockets[0].pub('user:42', 1);
+  sa.unsubscribe();
+  sockets[0].pub('user:42', 2);
+  assert.deepEqual([a, b], [[1], [1, 2]]);
+  assert.equal(sockets[0].all('unsubscribe').length, 0);
+});
+
+test('a handler that throws is reported and does not stop delivery', async () => {
+  const { clock, sockets, client, got, collect, events } = setup();
+  client.subscribe('user:42', () => {
+    throw new Error('boom');
+  });
+  client.subscribe('user:42', collect);
+  await clock.advance(0);
+  sockets[0].accept();
+  sockets[0].answerSubscribe('user:42');
+  sockets[0].pub('user:42', 1);
+  sockets[0].pub('user:42', 2);
+  assert.deepEqual(offsets(got), [1, 2]);
+  assert.equal(named(events, 'error').filter((e) => e.code === 'handler_error').length, 2);
+});
+
+for (const kind of ['sync', 'async']) {
+  test(`positions persist in ${kind} storage, so a new client resumes where the last stopped`, async () => {
+    const mem = new MemoryStorage();
+    const storage = kind === 'sync' ? mem : { getItem: async (k) => mem.getItem(k), setItem: async (k, v) => mem.setItem(k, v) };
+    const first = setup({ storage });
+    first.client.subscribe('user:42', first.collect);
+    await first.clock.advance(0);
+    first.sockets[0].accept();
+    assert.equal(first.sockets[0].last('subscribe').since, undefined, 'nothing stored yet');
+    first.sockets[0].answerSubscribe('user:42', { offset: 3 });
+    first.sockets[0].pub('user:42', 4);
+    await flush();
+    first.client.close();
+    assert.equal(mem.getItem('herald:user:42'), JSON.stringify({ epoch: 'E', offset: 4 }));
+
+    const second = setup({ storage });
+    second.client.subscribe('user:42', second.collect);
+    await second.clock.advance(0);
+    second.sockets[0].accept();
+    await flush();
+    assert.deepEqual(second.sockets[0].last('subscribe').since, { offset: 4, epoch: 'E' });
+  });
+}
+
+test('a corrupt stored position is ignored', async () => {
+  const mem = new MemoryStorage();
+  mem.setItem('herald:user:42', '{not json');
+  const { clock, sockets, client } = setup({ storage: mem });
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  sockets[0].accept();
+  assert.equal(sockets[0].last('subscribe').since, undefined);
+});
+
+test('backfill delivers recent history once, then subscribes after it', async () => {
+  const { clock, sockets, client, got, collect } = setup();
+  client.subscribe('merchant:acme', collect, { backfill: 2 });
+  await clock.advance(0);
+  sockets[0].accept();
+  const h = sockets[0].last('history');
+  assert.deepEqual(h, { id: h.id, type: 'history', channel: 'merchant:acme', limit: 2 });
+  assert.equal(sockets[0].all('subscribe').length, 0);
+  sockets[0].frame({ id: h.id, type: 'history', channel: 'merchant:acme', epoch: 'E', offset: 9, publications: [{ offset: 8, data: {} }, { offset: 9, data: {} }] });
+  const s = sockets[0].last('subscribe');
+  assert.deepEqual(s.since, { offset: 9, epoch: 'E' });
+  sockets[0].answerSubscribe('merchant:acme', { offset: 10, recovered: true });
+  sockets[0].pub('merchant:acme', 10);
+  assert.deepEqual(got.map((g) => [g.offset, g.history]), [[8, true], [9, true], [10, false]]);
+});
+
+test('a connection that answers no ping is dropped and replaced', async () => {
+  const { clock, sockets, client, events } = setup({ pingInterval: 1000, pongTimeout: 500 });
+  await clock.advance(0);
+  sockets[0].accept();
+  await clock.advance(1000);
+  const p = sockets[0].last('ping');
+  assert.ok(p);
+  sockets[0].frame({ id: p.id, type: 'pong' });
+  await clock.advance(1000);
+  assert.equal(client.state(), 'connected', 'answered pings keep it');
+  await clock.advance(500); // the second ping went unanswered
+  assert.equal(client.state(), 'reconnecting');
+  assert.equal(sockets[0].closed.byClient, true);
+  assert.equal(named(events, 'disconnected')[0].code, 1006);
+});
+
+test('an attempt that gets no connected frame in time is abandoned', async () => {
+  const { clock, sockets, client } = setup({ connectTimeout: 3000 });
+  await clock.advance(0);
+  sockets[0].open();
+  await clock.advance(3000);
+  assert.equal(client.state(), 'reconnecting');
+  await clock.advance(1000);
+  assert.equal(sockets.length, 2);
+});
+
+test('close stops everything', async () => {
+  const { clock, sockets, client, events } = setup();
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  sockets[0].accept();
+  client.close();
+  assert.equal(client.state(), 'closed');
+  assert.equal(sockets[0].closed.code, 1000);
+  assert.equal(named(events, 'disconnected').at(-1).reconnectIn, null);
+  await clock.advance(60_000);
+  assert.equal(sockets.length, 1);
+  assert.deepEqual(clock.pending(), []);
+  assert.throws(() => client.subscribe('user:42', () => {}));
+});
+
+test('history resolves with the reply and rejects on an error', async () => {
+  const { clock, sockets, client } = setup();
+  await assert.rejects(client.history('user:42'), { code: 'disconnected' });
+  await clock.advance(0);
+  sockets[0].accept();
+  const ok = client.history('user:42', { limit: 5 });
+  const h = sockets[0].last('history');
+  sockets[0].frame({ id: h.id, type: 'history', channel: 'user:42', epoch: 'E', offset: 0, publications: [] });
+  assert.equal((await ok).epoch, 'E');
+  const bad = client.history('user:9');
+  const h2 = sockets[0].last('history');
+  sockets[0].frame({ id: h2.id, type: 'error', code: 'forbidden', message: 'no' });
+  await assert.rejects(bad, { code: 'forbidden' });
+});
+
+test('decodeToken and grantedChannels read what a token grants', () => {
+  const t = unsignedToken({ sub: 'demo', merchant: 'demo', channels: ['user:other', 'merchant:demo'], exp: 1 });
+  const c = decodeToken(t);
+  assert.equal(c.sub, 'demo');
+  assert.deepEqual(grantedChannels(c), ['user:demo', 'merchant:demo', 'alerts:demo', 'user:other']);
+  assert.deepEqual(grantedChannels(decodeToken(unsignedToken({ sub: 'x' }))), ['user:x']);
+  assert.equal(decodeToken('not a token'), null);
+  assert.equal(decodeToken('a.!!!.c'), null);
+  assert.deepEqual(grantedChannels(null), []);
+});
+
+test('URLs: http(s) become ws(s), and a bare host gets /ws', async () => {
+  const { clock, sockets } = setup({ url: 'https://h.test:8443' });
+  await clock.advance(0);
+  assert.equal(sockets[0].url, 'wss://h.test:8443/ws');
+  assert.throws(() => connect({ url: 'ftp://x', token: TOKEN, WebSocket: class {} }), /ws\(s\) or http\(s\)/);
+  assert.throws(() => connect({ url: 'ws://x/ws', WebSocket: class {} }), /token or getToken/);
+});
