@@ -13,6 +13,7 @@ import (
 
 	"herald/auth"
 	"herald/channels"
+	"herald/metrics"
 )
 
 // Close codes herald uses beyond the RFC's (SPEC §2).
@@ -60,6 +61,8 @@ type Options struct {
 	// OriginPatterns are the browser origins allowed to connect, as in
 	// websocket.AcceptOptions [all: tokens, not cookies, authenticate].
 	OriginPatterns []string
+	// Metrics receives the hub's counters [none].
+	Metrics *metrics.Hub
 }
 
 func (o *Options) setDefaults() {
@@ -152,14 +155,15 @@ func (h *Hub) Drain(ctx context.Context, window time.Duration) error {
 	}
 	h.mu.Unlock()
 
-	var step time.Duration
-	if len(clients) > 1 {
-		step = window / time.Duration(len(clients))
-	}
+	// Client i closes at start + i*window/n: the schedule is kept against
+	// the start, so time spent closing does not stretch the window. Map
+	// order has already shuffled the clients.
+	start := time.Now()
 	for i, c := range clients {
-		if i > 0 && step > 0 {
+		at := start.Add(window * time.Duration(i) / time.Duration(len(clients)))
+		if wait := time.Until(at); wait > 0 && ctx.Err() == nil {
 			select {
-			case <-time.After(step):
+			case <-time.After(wait):
 			case <-ctx.Done():
 			}
 		}
@@ -192,6 +196,7 @@ func (h *Hub) register(c *client) bool {
 	}
 	h.clients[c] = struct{}{}
 	h.sessions.Add(1)
+	h.opts.Metrics.Connected()
 	return true
 }
 
@@ -199,6 +204,7 @@ func (h *Hub) unregister(c *client) {
 	h.mu.Lock()
 	delete(h.clients, c)
 	h.mu.Unlock()
+	h.opts.Metrics.Disconnected()
 	h.sessions.Done()
 }
 

@@ -50,7 +50,7 @@ func (c *client) writeLoop() {
 				c.mu.Lock()
 				c.writing = false
 				c.mu.Unlock()
-				c.closeNow()
+				c.closeNow(websocket.StatusAbnormalClosure)
 				return
 			}
 			written += len(b)

@@ -26,6 +26,8 @@ type client struct {
 	claims *auth.Claims
 	grants channels.Grants
 	subs   map[string]*subscription
+	// readErr is what ended the read loop: it tells how the peer closed.
+	readErr error
 
 	// mu guards the send queue and the timers.
 	mu        sync.Mutex
@@ -62,6 +64,7 @@ func (c *client) run(claims *auth.Claims) {
 	for {
 		typ, data, err := c.conn.Read(c.ctx)
 		if err != nil {
+			c.readErr = err
 			return
 		}
 		if typ != websocket.MessageText {
@@ -90,6 +93,7 @@ func (c *client) authenticate() (*auth.Claims, *int64, bool) {
 	defer timer.Stop()
 	typ, data, err := c.conn.Read(c.ctx)
 	if err != nil {
+		c.readErr = err
 		return nil, nil, false
 	}
 	if !timer.Stop() {
@@ -172,7 +176,7 @@ func (c *client) ping() {
 	defer cancel()
 	if err := c.conn.Ping(ctx); err != nil {
 		// A ping that timed out has already closed the connection.
-		c.closeNow()
+		c.closeNow(websocket.StatusAbnormalClosure)
 		return
 	}
 	c.mu.Lock()
@@ -202,7 +206,7 @@ func (c *client) protocolError(msg string) {
 // closeWith starts the close handshake with code, once, without blocking the
 // caller; anything still queued is dropped.
 func (c *client) closeWith(code websocket.StatusCode, reason string) {
-	if !c.markClosing() {
+	if !c.markClosing(code) {
 		return
 	}
 	go func() {
@@ -211,20 +215,23 @@ func (c *client) closeWith(code websocket.StatusCode, reason string) {
 	}()
 }
 
-// closeNow drops the connection without a handshake.
-func (c *client) closeNow() {
-	c.markClosing()
+// closeNow drops the connection without a handshake; code is how the
+// session ended, for the metrics.
+func (c *client) closeNow(code websocket.StatusCode) {
+	c.markClosing(code)
 	_ = c.conn.CloseNow()
 	c.stop()
 }
 
-func (c *client) markClosing() bool {
+// markClosing moves the session to closing, once, and counts how it ended.
+func (c *client) markClosing(code websocket.StatusCode) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return false
 	}
 	c.closing = true
+	c.hub.opts.Metrics.Closed(int(code))
 	c.queue, c.queued = nil, 0
 	if c.expiry != nil {
 		c.expiry.Stop()
@@ -245,8 +252,21 @@ func (c *client) cleanup() {
 	closing := c.closing
 	c.mu.Unlock()
 	if !closing {
-		c.closeNow()
+		c.closeNow(peerCode(c.readErr))
 	}
+}
+
+// peerCode is how a read loop that herald did not end was ended: the
+// peer's close code, 1009 for a frame over the read limit (the library
+// closed it), or 1006 for a connection that simply went away.
+func peerCode(err error) websocket.StatusCode {
+	if errors.Is(err, websocket.ErrMessageTooBig) {
+		return websocket.StatusMessageTooBig
+	}
+	if code := websocket.CloseStatus(err); code != -1 {
+		return code
+	}
+	return websocket.StatusAbnormalClosure
 }
 
 // closeReason fits a reason into a close frame (123 bytes).

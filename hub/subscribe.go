@@ -66,9 +66,16 @@ func (h *Hub) HandlePublication(channel string, pub channels.Publication) {
 		return
 	}
 	ev := event{pub: pub, frame: appendPub(make([]byte, 0, 64+len(channel)+len(pub.Data)), channel, pub)}
+	delivered := 0
 	for s := range hc.subs {
-		s.deliver(ev)
+		if s.deliver(ev) {
+			delivered++
+		}
 	}
+	// Once per publication, not per subscriber: the fan-out stays one
+	// atomic add away from uninstrumented.
+	h.opts.Metrics.Delivered(delivered)
+	h.opts.Metrics.FannedOut(pub.Data)
 }
 
 // HandleReset implements channels.Handler: subscribers learn of the loss
@@ -91,39 +98,42 @@ func (h *Hub) HandleReset(channel string, pos channels.Position, reason string) 
 // deliver hands one event to the client, keeping the protocol's promise:
 // offsets strictly increase within an epoch, and any gap or change of epoch
 // is announced by a subscribed frame with recovered:false. hc.mu is held.
-func (s *subscription) deliver(ev event) {
+// It reports whether a pub frame was queued.
+func (s *subscription) deliver(ev event) bool {
 	if s.recovering {
 		s.pending = append(s.pending, ev)
 		s.pendingBytes += len(ev.frame)
 		if s.pendingBytes > s.c.hub.opts.SendQueueBytes {
 			s.c.closeWith(StatusTooSlow, "send queue overflow")
 		}
-		return
+		return false
 	}
 	p := ev.pub
 	if ev.reset {
 		if p.Epoch != s.epoch || p.Offset > s.last {
 			s.announceGap(p.Epoch, p.Offset, ev.reason)
 		}
-		return
+		return false
 	}
 	if p.Epoch != s.epoch {
 		s.announceGap(p.Epoch, p.Offset-1, channels.ReasonEpochMismatch)
 	}
 	if p.Offset <= s.last {
-		return // already delivered (history and live feed overlap)
+		return false // already delivered (history and live feed overlap)
 	}
 	if p.Offset != s.last+1 {
 		s.announceGap(p.Epoch, p.Offset-1, channels.ReasonOffsetExpired)
 	}
-	s.c.send(ev.frame)
+	sent := s.c.send(ev.frame)
 	s.last = p.Offset
+	return sent
 }
 
 // announceGap tells the client it missed publications and continues from
 // pos; a server-initiated subscribed frame (no id) with recovered:false.
 func (s *subscription) announceGap(epoch string, offset uint64, reason string) {
 	s.c.send(encode(subscribedFrame{Type: "subscribed", Channel: s.hc.name, Epoch: epoch, Offset: offset, Recovered: false, Reason: reason}))
+	s.c.hub.opts.Metrics.Gap(reason)
 	s.epoch, s.last = epoch, offset
 }
 
@@ -159,6 +169,7 @@ func (c *client) subscribe(f frame) {
 	hc.subs[s] = struct{}{}
 	hc.mu.Unlock()
 	c.subs[name] = s
+	c.hub.opts.Metrics.Subscribed(name)
 
 	res, err := c.hub.broker.History(ctx, name, channels.HistoryOptions{Since: f.Since})
 	if err != nil {
@@ -172,20 +183,29 @@ func (c *client) subscribe(f frame) {
 	reply := subscribedFrame{ID: f.ID, Type: "subscribed", Channel: name, Epoch: res.Epoch, Offset: res.Offset}
 	if f.Since != nil {
 		reply.Recovered, reply.Reason = res.Recover(*f.Since)
+		c.hub.opts.Metrics.Resumed(reply.Recovered, reply.Reason)
 	}
 	if !c.send(encode(reply)) {
 		return
 	}
 	if reply.Recovered {
+		replayed := 0
 		for _, p := range res.Publications {
-			c.send(appendPub(nil, name, p))
+			if c.send(appendPub(nil, name, p)) {
+				replayed++
+			}
 		}
+		c.hub.opts.Metrics.Replayed(replayed)
 	}
 	s.epoch, s.last = res.Epoch, res.Offset
 	s.recovering = false
+	delivered := 0
 	for _, ev := range s.pending {
-		s.deliver(ev)
+		if s.deliver(ev) {
+			delivered++
+		}
 	}
+	c.hub.opts.Metrics.Delivered(delivered)
 	s.pending, s.pendingBytes = nil, 0
 }
 
@@ -207,6 +227,7 @@ func (c *client) unsubscribe(f frame) {
 // leave detaches a subscription and releases its channel.
 func (c *client) leave(s *subscription) {
 	delete(c.subs, s.hc.name)
+	c.hub.opts.Metrics.Unsubscribed(s.hc.name)
 	s.hc.mu.Lock()
 	delete(s.hc.subs, s)
 	s.pending = nil

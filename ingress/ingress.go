@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"herald/channels"
+	"herald/metrics"
 )
 
 // MaxBody is the largest webhook body accepted (413 beyond).
@@ -40,6 +41,9 @@ type Options struct {
 	Logger         *slog.Logger
 	// Now is the clock [time.Now].
 	Now func() time.Time
+	// Metrics counts requests by provider and outcome, and dead letters
+	// [none].
+	Metrics *metrics.Ingress
 }
 
 // Enabled is a provider together with its configuration.
@@ -115,9 +119,11 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	slug := strings.TrimPrefix(r.URL.Path, "/ingress/")
 	o := in.serve(w, r, slug)
 	writeJSON(w, o.status, o.body)
+	elapsed := time.Since(start)
+	in.opts.Metrics.Request(slug, o.label, elapsed)
 	in.opts.Logger.Info("ingress",
 		"provider", slug, "outcome", o.label, "status", o.status,
-		"event", o.event, "latency_ms", float64(time.Since(start).Microseconds())/1000)
+		"event", o.event, "latency_ms", float64(elapsed.Microseconds())/1000)
 }
 
 func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) outcome {
@@ -268,6 +274,7 @@ func (in *Ingress) deadLetter(ctx context.Context, slug string, req *Request, er
 		in.opts.Logger.Warn("keeping dead letter failed", "provider", slug, "err", err)
 		return fail(http.StatusServiceUnavailable, "unavailable", "broker unavailable; retry")
 	}
+	in.opts.Metrics.DeadLetter(slug, status == http.StatusAccepted)
 	if status == http.StatusAccepted {
 		return outcome{status: status, label: label, body: map[string]string{"status": "dead_letter", "reason": err.Error()}}
 	}

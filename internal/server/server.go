@@ -19,6 +19,7 @@ import (
 	"herald/hub"
 	"herald/ingress"
 	"herald/ingress/providers"
+	"herald/metrics"
 	"herald/web"
 )
 
@@ -61,6 +62,7 @@ type Server struct {
 	ingress  *ingress.Ingress
 	dead     ingress.DeadLetterStore
 	mux      *http.ServeMux
+	metrics  *metrics.Metrics
 	draining atomic.Bool
 }
 
@@ -84,7 +86,11 @@ func New(cfg Config) (*Server, error) {
 			IdempotencyTTL: cfg.DedupWindow,
 		})
 	}
+	// Every broker call is timed, whichever engine runs.
+	m := metrics.New(metrics.Options{Node: cfg.Node, Providers: providerSlugs(), EventTime: ingress.ReceivedAt})
+	broker = metrics.InstrumentBroker(broker, m.Broker)
 	hubOpts := cfg.Hub
+	hubOpts.Metrics = m.Hub
 	hubOpts.Node, hubOpts.Broker, hubOpts.Verifier, hubOpts.Logger = cfg.Node, broker, verifier, cfg.Logger
 	h, err := hub.New(hubOpts)
 	if err != nil {
@@ -113,6 +119,7 @@ func New(cfg Config) (*Server, error) {
 		DedupWindow: cfg.DedupWindow,
 		Logger:      cfg.Logger,
 		Now:         cfg.Now,
+		Metrics:     m.Ingress,
 	})
 	if err != nil {
 		return nil, err
@@ -121,8 +128,17 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("starting broker: %w", err)
 	}
 	s := &Server{cfg: cfg, broker: broker, hub: h, ingress: in, dead: dead, mux: http.NewServeMux()}
+	s.metrics = m
 	s.routes()
 	return s, nil
+}
+
+func providerSlugs() []string {
+	var out []string
+	for _, p := range providers.All() {
+		out = append(out, p.Slug)
+	}
+	return out
 }
 
 func known(slug string) bool {
@@ -141,6 +157,7 @@ func (s *Server) routes() {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.HandleFunc("GET /readyz", s.ready)
+	s.mux.Handle("GET /metrics", s.metrics.Handler())
 	s.mux.HandleFunc("POST /v1/publish", s.api(s.publish))
 	s.mux.HandleFunc("GET /v1/history", s.api(s.history))
 	s.mux.HandleFunc("GET /v1/deadletters", s.api(s.deadLetters))

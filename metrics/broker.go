@@ -1,0 +1,135 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"herald/channels"
+)
+
+// Broker is what every broker call reports, whatever the implementation.
+type Broker struct {
+	publish, history, subscribe, unsubscribe, ready prometheus.Observer
+	errors                                          *prometheus.CounterVec
+	publications, dedupHits                         [len(namespaces)]prometheus.Counter
+}
+
+func newBroker(reg prometheus.Registerer) *Broker {
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "herald_broker_operation_duration_seconds",
+		Help:    "Broker calls by operation (publish, history, subscribe, unsubscribe, ready), failed ones included.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"operation"})
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_broker_errors_total",
+		Help: "Failed broker calls by operation and kind (unavailable, timeout, canceled, other).",
+	}, []string{"operation", "kind"})
+	pubs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_publications_total",
+		Help: "Publications appended by this node, by channel namespace.",
+	}, []string{"namespace"})
+	dups := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_dedup_hits_total",
+		Help: "Publishes that appended nothing because their idempotency key (provider event id or API idempotency_key) was seen before, by channel namespace.",
+	}, []string{"namespace"})
+	if reg != nil {
+		reg.MustRegister(duration, errs, pubs, dups)
+	}
+	return &Broker{
+		publish:      duration.WithLabelValues("publish"),
+		history:      duration.WithLabelValues("history"),
+		subscribe:    duration.WithLabelValues("subscribe"),
+		unsubscribe:  duration.WithLabelValues("unsubscribe"),
+		ready:        duration.WithLabelValues("ready"),
+		errors:       errs,
+		publications: perNamespace(pubs.WithLabelValues),
+		dedupHits:    perNamespace(dups.WithLabelValues),
+	}
+}
+
+// InstrumentBroker returns b with every call timed and counted in m. It
+// adds no behaviour: results and errors pass through unchanged. A nil m
+// returns b itself.
+func InstrumentBroker(b channels.Broker, m *Broker) channels.Broker {
+	if m == nil {
+		return b
+	}
+	return &instrumented{Broker: b, m: m}
+}
+
+// instrumented embeds the broker so that Start and Close pass through.
+type instrumented struct {
+	channels.Broker
+	m *Broker
+}
+
+// Unwrap returns the broker being instrumented.
+func (b *instrumented) Unwrap() channels.Broker { return b.Broker }
+
+func (b *instrumented) Publish(ctx context.Context, channel string, data json.RawMessage, opts channels.PublishOptions) (channels.PublishResult, error) {
+	start := time.Now()
+	res, err := b.Broker.Publish(ctx, channel, data, opts)
+	b.done(b.m.publish, "publish", start, err)
+	if err == nil {
+		if res.Duplicate {
+			b.m.dedupHits[nsIndex(channel)].Inc()
+		} else {
+			b.m.publications[nsIndex(channel)].Inc()
+		}
+	}
+	return res, err
+}
+
+func (b *instrumented) History(ctx context.Context, channel string, opts channels.HistoryOptions) (channels.HistoryResult, error) {
+	start := time.Now()
+	res, err := b.Broker.History(ctx, channel, opts)
+	b.done(b.m.history, "history", start, err)
+	return res, err
+}
+
+func (b *instrumented) Subscribe(ctx context.Context, channel string) error {
+	start := time.Now()
+	err := b.Broker.Subscribe(ctx, channel)
+	b.done(b.m.subscribe, "subscribe", start, err)
+	return err
+}
+
+func (b *instrumented) Unsubscribe(ctx context.Context, channel string) error {
+	start := time.Now()
+	err := b.Broker.Unsubscribe(ctx, channel)
+	b.done(b.m.unsubscribe, "unsubscribe", start, err)
+	return err
+}
+
+func (b *instrumented) Ready(ctx context.Context) error {
+	start := time.Now()
+	err := b.Broker.Ready(ctx)
+	b.done(b.m.ready, "ready", start, err)
+	return err
+}
+
+func (b *instrumented) done(o prometheus.Observer, op string, start time.Time, err error) {
+	o.Observe(time.Since(start).Seconds())
+	if err != nil {
+		b.m.errors.WithLabelValues(op, errorKind(err)).Inc()
+	}
+}
+
+// errorKind sorts broker errors for alerting: "unavailable" and "timeout"
+// mean the broker is in trouble, "canceled" usually that a client left
+// mid-call.
+func errorKind(err error) string {
+	switch {
+	case errors.Is(err, channels.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "other"
+}
