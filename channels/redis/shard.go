@@ -195,8 +195,10 @@ func (s *shard) session() error {
 	if err := ps.Ping(ctx); err != nil {
 		return err
 	}
-	if len(names) > 0 {
-		if err := ps.SSubscribe(ctx, names...); err != nil {
+	// One SSUBSCRIBE per channel: a cluster refuses several channels of
+	// different slots in one command (CROSSSLOT).
+	for _, name := range names {
+		if err := ps.SSubscribe(ctx, name); err != nil {
 			return err
 		}
 	}

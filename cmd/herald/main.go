@@ -116,9 +116,6 @@ func serverConfig(cfg *config, logger *slog.Logger) (server.Config, error) {
 	if err != nil {
 		return server.Config{}, err
 	}
-	if cfg.RedisURL != "" || len(cfg.RedisCluster) > 0 {
-		return server.Config{}, errors.New("the Redis engine is not available in this build")
-	}
 	return server.Config{
 		Node: cfg.NodeID,
 		Auth: auth.Config{
@@ -128,11 +125,13 @@ func serverConfig(cfg *config, logger *slog.Logger) (server.Config, error) {
 			Audience:     cfg.JWTAudience,
 			Leeway:       5 * time.Second,
 		},
-		APIKey:      cfg.APIKey,
-		HistorySize: cfg.HistorySize,
-		HistoryTTL:  cfg.HistoryTTL,
-		DedupWindow: cfg.DedupWindow,
-		Providers:   cfg.Providers,
+		APIKey:       cfg.APIKey,
+		RedisURL:     cfg.RedisURL,
+		RedisCluster: cfg.RedisCluster,
+		HistorySize:  cfg.HistorySize,
+		HistoryTTL:   cfg.HistoryTTL,
+		DedupWindow:  cfg.DedupWindow,
+		Providers:    cfg.Providers,
 		Hub: hub.Options{
 			SendQueueBytes:   cfg.SendQueueBytes,
 			MaxSubscriptions: cfg.MaxSubs,

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +52,12 @@ func Config() server.Config {
 	for _, slug := range Providers() {
 		providers[slug] = ingress.Config{Secret: ProviderSecret, Merchant: Merchant}
 	}
+	var logger *slog.Logger
+	if os.Getenv("HERALD_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return server.Config{
+		Logger:    logger,
 		Node:      "test-node",
 		Auth:      auth.Config{Secret: []byte(Secret)},
 		APIKey:    APIKey,

@@ -15,7 +15,6 @@ import (
 
 	"herald/auth"
 	"herald/channels"
-	"herald/channels/memory"
 	"herald/hub"
 	"herald/ingress"
 	"herald/ingress/providers"
@@ -44,8 +43,12 @@ type Config struct {
 	// filled in by New.
 	Hub    hub.Options
 	Logger *slog.Logger
-	// Broker, when set, is used instead of the embedded one (tests; the
-	// Redis engine).
+	// RedisURL (redis://…) or RedisCluster (seed addresses) selects the
+	// Redis engine, shared by every node; neither runs the embedded broker.
+	RedisURL     string
+	RedisCluster []string
+	// Broker, when set, is used instead of the one the settings above
+	// select.
 	Broker channels.Broker
 	// DeadLetters and Statuses, when set, replace the in-memory stores.
 	DeadLetters ingress.DeadLetterStore
@@ -58,6 +61,7 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	broker   channels.Broker
+	engine   *engine
 	hub      *hub.Hub
 	ingress  *ingress.Ingress
 	dead     ingress.DeadLetterStore
@@ -78,14 +82,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	broker := cfg.Broker
-	if broker == nil {
-		broker = memory.New(memory.Options{
-			HistorySize:    cfg.HistorySize,
-			HistoryTTL:     cfg.HistoryTTL,
-			IdempotencyTTL: cfg.DedupWindow,
-		})
+	engine, err := newEngine(cfg)
+	if err != nil {
+		return nil, err
 	}
+	broker := engine.broker
 	// Every broker call is timed, whichever engine runs.
 	m := metrics.New(metrics.Options{Node: cfg.Node, Providers: providerSlugs(), EventTime: ingress.ReceivedAt})
 	broker = metrics.InstrumentBroker(broker, m.Broker)
@@ -109,25 +110,31 @@ func New(cfg Config) (*Server, error) {
 	}
 	dead := cfg.DeadLetters
 	if dead == nil {
-		dead = ingress.NewMemoryDeadLetters(1000)
+		dead = engine.deadLetters
+	}
+	statuses := cfg.Statuses
+	if statuses == nil {
+		statuses = engine.statuses
 	}
 	in, err := ingress.New(ingress.Options{
 		Broker:      broker,
 		Providers:   enabled,
 		DeadLetters: dead,
-		Statuses:    cfg.Statuses,
+		Statuses:    statuses,
 		DedupWindow: cfg.DedupWindow,
 		Logger:      cfg.Logger,
 		Now:         cfg.Now,
 		Metrics:     m.Ingress,
 	})
 	if err != nil {
+		engine.close()
 		return nil, err
 	}
 	if err := broker.Start(h); err != nil {
+		engine.close()
 		return nil, fmt.Errorf("starting broker: %w", err)
 	}
-	s := &Server{cfg: cfg, broker: broker, hub: h, ingress: in, dead: dead, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, broker: broker, engine: engine, hub: h, ingress: in, dead: dead, mux: http.NewServeMux()}
 	s.metrics = m
 	s.routes()
 	return s, nil
@@ -200,5 +207,5 @@ func (s *Server) Drain(ctx context.Context, window time.Duration) error {
 func (s *Server) Close() error {
 	s.draining.Store(true)
 	s.hub.Close()
-	return errors.Join(s.broker.Close())
+	return errors.Join(s.broker.Close(), s.engine.closeClient())
 }

@@ -1,0 +1,114 @@
+// Package redisstore keeps the ingress's shared state in Redis, so that
+// every node sees the same: the dead letters operators read, and the latest
+// status of each provider transaction (for stale marking). Deduplication
+// of provider retries needs no store of its own: it rides on the channel
+// logs' idempotency keys.
+//
+// Keys: herald:deadletters (a list, newest first, capped) and
+// herald:status:{<txn>} (a hash of status and rank, expiring after the
+// dedup window).
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"herald/channels"
+	"herald/ingress"
+)
+
+// DeadLetters is an ingress.DeadLetterStore in Redis.
+type DeadLetters struct {
+	client goredis.UniversalClient
+	max    int
+}
+
+var _ ingress.DeadLetterStore = (*DeadLetters)(nil)
+
+const deadLettersKey = "herald:deadletters"
+
+// NewDeadLetters keeps the newest max dead letters.
+func NewDeadLetters(client goredis.UniversalClient, max int) *DeadLetters {
+	return &DeadLetters{client: client, max: max}
+}
+
+// Add implements ingress.DeadLetterStore.
+func (d *DeadLetters) Add(ctx context.Context, dl ingress.DeadLetter) error {
+	b, err := json.Marshal(dl)
+	if err != nil {
+		return err
+	}
+	_, err = d.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.LPush(ctx, deadLettersKey, b)
+		p.LTrim(ctx, deadLettersKey, 0, int64(d.max-1))
+		return nil
+	})
+	return wrap("adding a dead letter", err)
+}
+
+// List implements ingress.DeadLetterStore.
+func (d *DeadLetters) List(ctx context.Context, limit int) ([]ingress.DeadLetter, error) {
+	items, err := d.client.LRange(ctx, deadLettersKey, 0, int64(limit-1)).Result()
+	if err != nil {
+		return nil, wrap("listing dead letters", err)
+	}
+	out := make([]ingress.DeadLetter, 0, len(items))
+	for _, s := range items {
+		var dl ingress.DeadLetter
+		if err := json.Unmarshal([]byte(s), &dl); err != nil {
+			return nil, fmt.Errorf("dead letter in Redis is not JSON: %w", err)
+		}
+		out = append(out, dl)
+	}
+	return out, nil
+}
+
+// Statuses is an ingress.StatusStore in Redis.
+type Statuses struct {
+	client goredis.UniversalClient
+}
+
+var _ ingress.StatusStore = (*Statuses)(nil)
+
+// NewStatuses returns a store on client.
+func NewStatuses(client goredis.UniversalClient) *Statuses { return &Statuses{client: client} }
+
+// advanceScript records a status unless a higher-ranked one is recorded.
+//
+//	KEYS: the transaction's hash
+//	ARGV: status, rank, TTL ms
+//	returns {current status, 1 if the given one is stale else 0}
+var advanceScript = goredis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 'status', 'rank')
+if cur[1] and tonumber(cur[2]) > tonumber(ARGV[2]) then
+  return {cur[1], 1}
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {ARGV[1], 0}
+`)
+
+// Advance implements ingress.StatusStore.
+func (s *Statuses) Advance(ctx context.Context, txn, status string, rank int, ttl time.Duration) (string, bool, error) {
+	reply, err := advanceScript.Run(ctx, s.client, []string{"herald:status:{" + txn + "}"},
+		status, rank, max(ttl.Milliseconds(), 1)).Slice()
+	if err != nil {
+		return "", false, wrap("recording a status", err)
+	}
+	current, _ := reply[0].(string)
+	stale, _ := reply[1].(int64)
+	return current, stale == 1, nil
+}
+
+// wrap marks Redis failures as channels.ErrUnavailable: the ingress answers
+// 503 and the provider retries.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("redis: %s: %w: %v", op, channels.ErrUnavailable, err)
+}

@@ -1,0 +1,101 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"herald/channels"
+	"herald/channels/memory"
+	"herald/channels/redis"
+	"herald/ingress"
+	"herald/ingress/redisstore"
+)
+
+// engine is what a node keeps its shared state in: the channel logs, and
+// the ingress's dead letters and transaction statuses.
+type engine struct {
+	broker      channels.Broker
+	deadLetters ingress.DeadLetterStore
+	statuses    ingress.StatusStore
+	client      goredis.UniversalClient // nil for the embedded broker
+}
+
+// Redis client timeouts: a paused or unreachable Redis turns into a 503 or
+// an "unavailable" answer within this, never a hung request.
+const (
+	redisDialTimeout = 2 * time.Second
+	redisIOTimeout   = 2 * time.Second
+)
+
+func newEngine(cfg Config) (*engine, error) {
+	if cfg.Broker != nil {
+		return &engine{broker: cfg.Broker, deadLetters: ingress.NewMemoryDeadLetters(1000), statuses: ingress.NewMemoryStatuses()}, nil
+	}
+	var client goredis.UniversalClient
+	switch {
+	case cfg.RedisURL != "" && len(cfg.RedisCluster) > 0:
+		return nil, errors.New("set a Redis URL or Redis Cluster addresses, not both")
+	case cfg.RedisURL != "":
+		opts, err := goredis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("HERALD_REDIS_URL: %w", err)
+		}
+		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+		// No blind retries: a publish whose reply was lost may have been
+		// applied; the caller (a provider, an API client) retries safely
+		// with its idempotency key instead.
+		opts.MaxRetries = -1
+		client = goredis.NewClient(opts)
+	case len(cfg.RedisCluster) > 0:
+		client = goredis.NewClusterClient(&goredis.ClusterOptions{
+			Addrs:        cfg.RedisCluster,
+			DialTimeout:  redisDialTimeout,
+			ReadTimeout:  redisIOTimeout,
+			WriteTimeout: redisIOTimeout,
+			MaxRetries:   -1,
+		})
+	default:
+		return &engine{
+			broker: memory.New(memory.Options{
+				HistorySize:    cfg.HistorySize,
+				HistoryTTL:     cfg.HistoryTTL,
+				IdempotencyTTL: cfg.DedupWindow,
+			}),
+			deadLetters: ingress.NewMemoryDeadLetters(1000),
+			statuses:    ingress.NewMemoryStatuses(),
+		}, nil
+	}
+	broker, err := redis.New(redis.Options{
+		Client:         client,
+		HistorySize:    cfg.HistorySize,
+		HistoryTTL:     cfg.HistoryTTL,
+		IdempotencyTTL: cfg.DedupWindow,
+		Logger:         cfg.Logger,
+	})
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	return &engine{
+		broker:      broker,
+		deadLetters: redisstore.NewDeadLetters(client, 1000),
+		statuses:    redisstore.NewStatuses(client),
+		client:      client,
+	}, nil
+}
+
+// close releases an engine that never started serving.
+func (e *engine) close() {
+	_ = e.broker.Close()
+	_ = e.closeClient()
+}
+
+func (e *engine) closeClient() error {
+	if e.client == nil {
+		return nil
+	}
+	return e.client.Close()
+}
