@@ -419,3 +419,96 @@ func TestRedis_DownMeans503AndUnavailableThenRecovers(t *testing.T) {
 	}
 	t.Fatal("readyz did not recover")
 }
+
+// TestNodes_PartitionedNodeBackfillsWhatItMissed cuts one node off Redis
+// while another keeps publishing: its feed is down for the whole time, so
+// everything published meanwhile can only reach its clients through the
+// backfill when the partition heals.
+func TestNodes_PartitionedNodeBackfillsWhatItMissed(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AOF: true})
+	proxy := redistest.NewProxy(t, srv.Addr())
+	cfgA := heraldtest.Config()
+	cfgA.RedisURL = proxy.URL()
+	a := heraldtest.Start(t, cfgA)
+	cfgB := heraldtest.Config()
+	cfgB.RedisURL = srv.URL()
+	b := heraldtest.Start(t, cfgB)
+
+	f := follow(t, a, "user:9")
+	publish(t, b, "user:9", 1)
+	wait(t, f, 1)
+
+	proxy.Cut()
+	for i := 2; i <= 101; i++ {
+		publish(t, b, "user:9", i)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if last, _ := f.Position(); last != 1 {
+		t.Fatalf("a partitioned node delivered %d", last)
+	}
+	if status, _ := a.Get(t, "/readyz"); status != http.StatusServiceUnavailable {
+		t.Fatalf("readyz of a partitioned node: %d", status)
+	}
+	proxy.Restore()
+	wait(t, f, 101)
+	if s := f.Stats(); s.Delivered != 101 || len(s.Gaps) != 0 || s.Resumes != 0 {
+		t.Fatalf("%+v", s)
+	}
+}
+
+// TestNodes_PartitionLongerThanRetentionIsAnnounced: what the log trimmed
+// while the node was cut off is announced as offset_expired, then delivery
+// continues from what is retained.
+func TestNodes_PartitionLongerThanRetentionIsAnnounced(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	proxy := redistest.NewProxy(t, srv.Addr())
+	cfgA := heraldtest.Config()
+	cfgA.RedisURL, cfgA.HistorySize = proxy.URL(), 10
+	a := heraldtest.Start(t, cfgA)
+	cfgB := heraldtest.Config()
+	cfgB.RedisURL, cfgB.HistorySize = srv.URL(), 10
+	b := heraldtest.Start(t, cfgB)
+
+	f := follow(t, a, "user:9")
+	publish(t, b, "user:9", 1)
+	wait(t, f, 1)
+	proxy.Cut()
+	for i := 2; i <= 50; i++ {
+		publish(t, b, "user:9", i)
+	}
+	proxy.Restore()
+	wait(t, f, 50)
+	if s := f.Stats(); len(s.Gaps) != 1 || s.Gaps[0] != channels.ReasonOffsetExpired || s.Delivered != 11 {
+		t.Fatalf("%+v", s)
+	}
+}
+
+// TestRedis_PausedMeans503NotAHang: a Redis that accepts connections but
+// answers nothing (SIGSTOP) turns into 503s within the client timeouts.
+func TestRedis_PausedMeans503NotAHang(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AOF: true})
+	n := nodes(t, backend{single: srv}, 1)[0]
+	f := follow(t, n, "user:84624")
+	deposit := heraldtest.Fixtures(t, "kriptomat")["deposit"]
+	srv.Pause()
+	start := time.Now()
+	status, _ := n.Ingress(t, "kriptomat", deposit)
+	if took := time.Since(start); status != http.StatusServiceUnavailable || took > 6*time.Second {
+		t.Fatalf("ingress against a paused Redis: %d after %v", status, took)
+	}
+	srv.Resume()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if status, _ := n.Ingress(t, "kriptomat", deposit); status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ingress did not recover after the pause")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	wait(t, f, 1)
+	if s := f.Stats(); s.Delivered != 1 || len(s.Gaps) != 0 {
+		t.Fatalf("%+v", s)
+	}
+}
