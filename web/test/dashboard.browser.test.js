@@ -1,0 +1,239 @@
+// The dashboard in headless Chromium against real herald processes: the
+// `herald --dev` link, live rows from ingress, invalid tokens, a dropped
+// network resumed exactly once, a restarted embedded broker shown as a gap,
+// and a restart on the Redis engine resumed exactly once.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+import { launch, openPage } from './lib/browser.js';
+import {
+  ARTIFACTS, fixture, ingress, mintToken, startNode, startProxy, startRedisPair, waitFor, sleep,
+} from './lib/herald.js';
+
+/** @type {import('playwright-core').Browser} */
+let browser;
+before(async () => {
+  browser = await launch();
+  mkdirSync(ARTIFACTS, { recursive: true });
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** A Kriptomat exchange webhook with its own transaction id (and state). */
+function exchange(id, state = 'SUCCESS') {
+  const body = JSON.parse(fixture('kriptomat', 'exchange_buy'));
+  return JSON.stringify({ ...body, id, state });
+}
+const exchangeID = (id, state = 'SUCCESS') => `kriptomat:exchange.buy:${id}:${state}`;
+
+/** Waits until the dashboard has every granted channel subscribed. */
+async function waitLive(page, n = 3) {
+  await page.waitForFunction((n) => document.querySelectorAll('#channel-list label[data-live]').length === n, n);
+}
+
+const status = (page) => page.getAttribute('#status', 'data-state');
+const rowsWithID = (page, id) => page.locator(`tr.event[data-id="${id}"]`).count();
+const logText = (page) => page.textContent('#log-lines');
+
+/** Asserts the token shows nowhere but in the password field, and was never logged. */
+async function assertTokenHidden(page, consoleLines, token) {
+  const text = await page.evaluate(() => document.body.innerText);
+  assert.ok(!text.includes(token), 'token in the visible text');
+  assert.ok(!page.url().includes(token), 'token left in the address bar');
+  assert.ok(!consoleLines.some((l) => l.includes(token)), 'token in the console');
+  assert.equal(await page.getAttribute('#token', 'type'), 'password');
+}
+
+test('the herald --dev link shows an ingress event within a second, styled and with its raw payload', async (t) => {
+  const node = await startNode({ dev: true });
+  t.after(() => node.stop());
+  const out = await waitFor(() => /Publish directly/.test(node.logs()) && node.logs(), 5000, 'the --dev banner');
+  const link = /Dashboard:\s+(\S+)/.exec(out)[1];
+  const secret = /Bearer ([0-9a-f]+)'.*\/ingress\/kriptomat/.exec(out)[1];
+  const token = new URL(link).hash.slice('#token='.length);
+  assert.ok(link.startsWith(node.url + '/#token='), link);
+
+  const { page, context, consoleLines } = await openPage(browser);
+  t.after(() => context.close());
+  await page.goto(link);
+  await waitLive(page);
+  assert.equal(await status(page), 'connected');
+  assert.deepEqual(await page.locator('#channel-list label').allTextContents(), [' user:demo', ' merchant:demo', ' alerts:demo']);
+  assert.match(await page.textContent('#identity'), /sub demo · merchant demo/);
+
+  const t0 = performance.now();
+  await ingress(node, 'kriptomat', fixture('kriptomat', 'exchange_buy'), secret);
+  const row = page.locator(`tr.event[data-id="${exchangeID(58463)}"]`);
+  await row.waitFor({ state: 'visible', timeout: 1000 });
+  const latency = performance.now() - t0;
+  t.diagnostic(`ingress POST to visible row: ${latency.toFixed(0)} ms`);
+  assert.ok(latency < 1000, `row after ${latency} ms`);
+
+  assert.equal(await row.getAttribute('data-channel'), 'merchant:demo');
+  assert.equal(await row.locator('td[data-label="provider"]').textContent(), 'kriptomat');
+  assert.equal(await row.locator('td[data-label="type"]').textContent(), 'exchange.buy');
+  assert.equal(await row.locator('.chip').getAttribute('class'), 'chip status-succeeded');
+  const amounts = await row.locator('td[data-label="amounts"]').textContent();
+  assert.match(amounts, /amount 0\.0623414132 BTC/);
+  assert.match(amounts, /fee 2\.00 EUR/, 'decimal strings exactly as sent');
+  await row.locator('button.raw-toggle').click();
+  const raw = page.locator('tr.raw:not([hidden]) pre');
+  assert.match(await raw.textContent(), /"pair": "btceur"/);
+
+  // A master balance alert stands out; a late PENDING is shown as stale.
+  await ingress(node, 'kriptomat', fixture('kriptomat', 'master_balance'), secret);
+  const alert = page.locator('tr.event[data-channel="alerts:demo"]');
+  await alert.waitFor({ timeout: 2000 });
+  assert.match(await alert.getAttribute('class'), /\balert\b/);
+  assert.equal(await alert.locator('.alert-badge').count(), 1);
+  const bg = await alert.evaluate((el) => getComputedStyle(el).backgroundColor);
+  assert.notEqual(bg, 'rgba(0, 0, 0, 0)', 'alert rows have a background');
+
+  await ingress(node, 'kriptomat', exchange(58463, 'PENDING'), secret);
+  const stale = page.locator(`tr.event[data-id="${exchangeID(58463, 'PENDING')}"]`);
+  await stale.waitFor({ timeout: 2000 });
+  assert.match(await stale.getAttribute('class'), /\bstale\b/);
+  assert.match(await stale.locator('td[data-label="status"]').textContent(), /stale.*now succeeded/);
+
+  for (const name of ['deposit', 'withdrawal', 'kyc_status', 'bank_account']) {
+    await ingress(node, 'kriptomat', fixture('kriptomat', name), secret);
+  }
+  await page.waitForFunction(() => document.querySelectorAll('tr.event').length >= 7);
+  assert.equal(await page.textContent('#count-events'), String(await page.locator('tr.event').count()));
+  // Newest first.
+  const ids = await page.locator('tr.event').evaluateAll((rs) => rs.map((r) => r.dataset.id));
+  assert.equal(ids.at(-1), exchangeID(58463));
+  await assertTokenHidden(page, consoleLines, token);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+
+  // On a phone: the same events (from history), no sideways scrolling.
+  const phone = await openPage(browser, { width: 390, height: 844 });
+  t.after(() => phone.context.close());
+  await phone.page.goto(link);
+  await waitLive(phone.page);
+  await phone.page.waitForFunction(() => document.querySelectorAll('tr.event').length >= 7);
+  const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `page is ${overflow} px wider than the phone`);
+  await phone.page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-phone.png'), fullPage: true });
+});
+
+test('an invalid token gets a clear message', async (t) => {
+  const node = await startNode();
+  t.after(() => node.stop());
+  const { page, context, consoleLines } = await openPage(browser);
+  t.after(() => context.close());
+
+  await page.goto(`${node.url}/#token=not-a-jwt`);
+  await page.locator('#message').waitFor({ state: 'visible' });
+  assert.match(await page.textContent('#message'), /not a herald token/);
+
+  const forged = mintToken({ secret: 'some other secret' });
+  await page.fill('#token', forged);
+  await page.click('#connect');
+  await page.waitForFunction(() => /refused the token/.test(document.getElementById('message')?.textContent || ''));
+  assert.match(await page.textContent('#message'), /herald refused the token: invalid token/);
+  assert.equal(await status(page), 'closed');
+
+  const expired = mintToken({ ttl: -60 });
+  await page.fill('#token', expired);
+  await page.click('#connect');
+  await page.waitForFunction(() => /refused the token/.test(document.getElementById('message')?.textContent || ''));
+  assert.match(await page.textContent('#message'), /expired/);
+  await sleep(1500);
+  const attempts = (await logText(page)).match(/disconnected/g) || [];
+  assert.equal(attempts.length, 2, 'one refusal per token, no retry loop');
+  await assertTokenHidden(page, consoleLines, forged);
+});
+
+test('a dropped network: the page reconnects, resumes, and shows what was published meanwhile exactly once', async (t) => {
+  const node = await startNode();
+  const proxy = await startProxy(node.port);
+  t.after(async () => {
+    await proxy.close();
+    await node.stop();
+  });
+  const { page, context } = await openPage(browser);
+  t.after(() => context.close());
+  await page.goto(`${proxy.url}/#token=${mintToken()}`);
+  await waitLive(page);
+  await ingress(node, 'kriptomat', exchange(1000));
+  await page.locator(`tr.event[data-id="${exchangeID(1000)}"]`).waitFor();
+
+  proxy.cut();
+  await waitFor(async () => (await status(page)) === 'reconnecting', 5000, 'reconnecting');
+  for (const id of [1001, 1002, 1003]) await ingress(node, 'kriptomat', exchange(id));
+  await sleep(300);
+  const t0 = performance.now();
+  proxy.restore();
+  await waitFor(async () => (await status(page)) === 'resumed', 10000, 'resumed');
+  t.diagnostic(`network back to resumed: ${(performance.now() - t0).toFixed(0)} ms`);
+  await ingress(node, 'kriptomat', exchange(1004));
+  await page.locator(`tr.event[data-id="${exchangeID(1004)}"]`).waitFor({ timeout: 2000 });
+  await sleep(200); // room for a duplicate to show up, if there were one
+
+  for (const id of [1000, 1001, 1002, 1003, 1004]) assert.equal(await rowsWithID(page, exchangeID(id)), 1, `rows of ${id}`);
+  const offsets = await page.locator('tr.event[data-channel="merchant:demo"]').evaluateAll((rs) => rs.map((r) => Number(r.dataset.offset)));
+  assert.deepEqual(offsets, [5, 4, 3, 2, 1], 'newest first, each offset once');
+  assert.equal(await page.isHidden('#gap-notice'), true);
+  assert.equal(await page.textContent('#count-gaps'), '0');
+  assert.equal(await page.textContent('#count-reconnects'), '1');
+});
+
+test('a restarted embedded broker loses history: the page says so with a gap notice', async (t) => {
+  let node = await startNode({ name: 'a' });
+  const port = node.port;
+  t.after(() => node.stop());
+  const { page, context } = await openPage(browser);
+  t.after(() => context.close());
+  await page.goto(`${node.url}/#token=${mintToken()}`);
+  await waitLive(page);
+  await ingress(node, 'kriptomat', exchange(2000));
+  await page.locator(`tr.event[data-id="${exchangeID(2000)}"]`).waitFor();
+  assert.equal(await page.isHidden('#gap-notice'), true);
+
+  await node.stop('SIGTERM');
+  await waitFor(async () => /disconnected: 4010 node shutting down/.test(await logText(page)), 5000, 'close 4010 in the log');
+  node = await startNode({ name: 'a', port });
+  await page.locator('#gap-notice').waitFor({ state: 'visible', timeout: 10000 });
+  assert.match(await page.textContent('#gap-text'), /publications were lost \(epoch_mismatch\)/);
+  assert.equal(await status(page), 'gap');
+  assert.ok(Number(await page.textContent('#count-gaps')) >= 1);
+  assert.ok((await page.locator('tr.gap-row').count()) >= 1);
+
+  await ingress(node, 'kriptomat', exchange(2001));
+  await page.locator(`tr.event[data-id="${exchangeID(2001)}"]`).waitFor({ timeout: 2000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-gap.png') });
+});
+
+test('Redis engine: SIGTERM (4010), events posted to another node meanwhile, restart: shown exactly once', async (t) => {
+  const pair = await startRedisPair(t);
+  if (!pair) return;
+  const { a, b } = pair;
+
+  const { page, context } = await openPage(browser);
+  t.after(() => context.close());
+  await page.goto(`${a.url}/#token=${mintToken()}`);
+  await waitLive(page);
+  await ingress(a, 'kriptomat', exchange(3000));
+  await page.locator(`tr.event[data-id="${exchangeID(3000)}"]`).waitFor();
+
+  await a.stop('SIGTERM');
+  await waitFor(async () => /disconnected: 4010 node shutting down/.test(await logText(page)), 5000, 'close 4010 in the log');
+  for (const id of [3001, 3002, 3003]) await ingress(b, 'kriptomat', exchange(id));
+  await pair.restartA();
+  const t0 = performance.now();
+  await waitFor(async () => (await status(page)) === 'resumed', 15000, 'resumed');
+  t.diagnostic(`node a listening again to resumed: ${(performance.now() - t0).toFixed(0)} ms (reconnect backoff)`);
+  await ingress(b, 'kriptomat', exchange(3004)); // live, through Redis to node a
+  await page.locator(`tr.event[data-id="${exchangeID(3004)}"]`).waitFor({ timeout: 2000 });
+  await sleep(200);
+
+  for (const id of [3000, 3001, 3002, 3003, 3004]) assert.equal(await rowsWithID(page, exchangeID(id)), 1, `rows of ${id}`);
+  assert.equal(await page.isHidden('#gap-notice'), true);
+  assert.equal(await page.textContent('#count-gaps'), '0');
+  assert.match(await logText(page), /subscribed merchant:demo at offset \d+, resumed with nothing missed/);
+  assert.equal(await page.textContent('#count-reconnects'), '1');
+});
