@@ -107,6 +107,7 @@ test('the herald --dev link shows an ingress event within a second, styled and w
   const ids = await page.locator('tr.event').evaluateAll((rs) => rs.map((r) => r.dataset.id));
   assert.equal(ids.at(-1), exchangeID(58463));
   await assertTokenHidden(page, consoleLines, token);
+  assert.deepEqual(consoleLines, [], 'no errors, no Content-Security-Policy violations');
   await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
 
   // On a phone: the same events (from history), no sideways scrolling.
