@@ -197,6 +197,7 @@ func providerSettings(slug string) []setting {
 func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("herald", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { printUsage(stderr, fs) }
 	devEnv, _ := lookupEnv("HERALD_DEV")
 	dev := fs.Bool("dev", devEnv != "" && devEnv != "0" && devEnv != "false", "development mode: embedded broker, generated secrets, every provider enabled, text logs (HERALD_DEV)")
 	list := settings()
@@ -235,6 +236,8 @@ func (c *config) validate() error {
 		return errors.New("HERALD_JWT_SECRET and HERALD_JWT_PUBLIC_KEY are exclusive: set one")
 	case c.RedisURL != "" && len(c.RedisCluster) > 0:
 		return errors.New("HERALD_REDIS_URL and HERALD_REDIS_CLUSTER are exclusive: set one")
+	case c.DrainWindow >= c.ShutdownTimeout:
+		return fmt.Errorf("HERALD_DRAIN_WINDOW (%s) must be shorter than HERALD_SHUTDOWN_TIMEOUT (%s): clients are closed within the window, and the node must still stop in time", c.DrainWindow, c.ShutdownTimeout)
 	}
 	return nil
 }

@@ -59,6 +59,10 @@ func printDev(w io.Writer, c *config, addr net.Addr) {
 		if err == nil {
 			fmt.Fprintf(w, "Dashboard:  %s/#token=%s\n", base, token)
 			fmt.Fprintf(w, "Token (sub=%s, merchant=%s, 24h):\n  %s\n", devUser, devMerchant, token)
+			fmt.Fprintf(w, "Follow from a terminal:\n  herald tail merchant:%s --url %s --token %s\n", devMerchant, base, token)
+			if k, ok := c.Providers["kriptomat"]; ok {
+				fmt.Fprintf(w, "  herald send kriptomat testdata/kriptomat/deposit.json --url %s --secret %s\n", base, k.Secret)
+			}
 		}
 	}
 	fmt.Fprintf(w, "API key:    %s\n\n", c.APIKey)

@@ -29,13 +29,12 @@ func main() {
 }
 
 func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "config" {
-		cfg, err := parseConfig(args[1:], lookupEnv, stderr)
-		if err != nil {
-			return configError(stderr, err)
+	if len(args) > 0 {
+		if cmd, ok := findCommand(args[0]); ok {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return cmd.run(ctx, args[1:], lookupEnv, stdout, stderr)
 		}
-		printConfig(stdout, cfg)
-		return 0
 	}
 	cfg, err := parseConfig(args, lookupEnv, stderr)
 	if err != nil {
@@ -97,18 +96,10 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		return err
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down", "drain_window", cfg.DrainWindow.String())
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Drain(shutdownCtx, cfg.DrainWindow); err != nil {
-		logger.Warn("drain did not finish", "err", err)
-	}
-	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
-		logger.Warn("http shutdown did not finish", "err", err)
-	}
-	err = srv.Close()
-	logger.Info("stopped")
-	return err
+	logger.Info("shutting down", "drain_window", cfg.DrainWindow.String(), "shutdown_timeout", cfg.ShutdownTimeout.String())
+	// A second signal ends the process at once (the default action).
+	signal.Reset(syscall.SIGTERM, syscall.SIGINT)
+	return shutdown(logger, cfg, srv, httpSrv)
 }
 
 func serverConfig(cfg *config, logger *slog.Logger) (server.Config, error) {

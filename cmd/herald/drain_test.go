@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"herald/auth"
+)
+
+func clientToken(t *testing.T, sub string) string {
+	t.Helper()
+	tok, err := auth.Mint([]byte(testJWTSecret), auth.NewClaims(sub, "acme", nil, time.Hour, time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// slowIngress starts a webhook whose body arrives in two parts: the node
+// has the request in flight until finish is called.
+func slowIngress(t *testing.T, addr string, body []byte) (finish func() (*http.Response, error)) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "POST /ingress/kriptomat HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+		addr, testProviderSecret, len(body))
+	half := len(body) / 2
+	if _, err := conn.Write(body[:half]); err != nil {
+		t.Fatal(err)
+	}
+	return func() (*http.Response, error) {
+		if _, err := conn.Write(body[half:]); err != nil {
+			return nil, err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		return http.ReadResponse(bufio.NewReader(conn), nil)
+	}
+}
+
+// TestServe_SIGTERMDrains runs the binary, and on SIGTERM checks the whole
+// drain: readiness fails and new connections are refused at once, the
+// clients get 4010 spread over the drain window, a webhook that was in
+// flight still gets its 200, and the process exits 0.
+func TestServe_SIGTERMDrains(t *testing.T) {
+	addr := freeAddr(t)
+	const window = 2 * time.Second
+	node := startNode(t, addr, "HERALD_DRAIN_WINDOW="+window.String(), "HERALD_SHUTDOWN_TIMEOUT=10s")
+
+	const clients = 4
+	type closed struct {
+		code websocket.StatusCode
+		at   time.Time
+	}
+	closes := make(chan closed, clients)
+	for i := 0; i < clients; i++ {
+		c, _ := dialNode(t, addr, clientToken(t, fmt.Sprint(i)))
+		c.send(map[string]any{"id": 1, "type": "subscribe", "channel": fmt.Sprintf("user:%d", i)})
+		if f := c.read(); f["type"] != "subscribed" {
+			t.Fatalf("subscribe: %v", f)
+		}
+		go func() {
+			_, _, err := c.conn.Read(context.Background())
+			closes <- closed{websocket.CloseStatus(err), time.Now()}
+		}()
+	}
+	body, err := os.ReadFile("../../testdata/kriptomat/withdrawal.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	finish := slowIngress(t, addr, body)
+	time.Sleep(200 * time.Millisecond) // the node has read the headers
+
+	sigterm := time.Now()
+	if err := node.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Readiness fails and new connections are refused well within the
+	// window.
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil || resp.StatusCode == http.StatusServiceUnavailable {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			break
+		}
+		resp.Body.Close()
+		if time.Since(sigterm) > window/4 {
+			t.Fatalf("/readyz still %s %v after SIGTERM", resp.Status, time.Since(sigterm))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if conn, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", nil); err == nil {
+		conn.CloseNow()
+		t.Fatal("a new websocket connection was accepted while draining")
+	}
+
+	resp, err := finish()
+	if err != nil {
+		t.Fatalf("in-flight webhook: %v", err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(answer), `"published"`) {
+		t.Fatalf("in-flight webhook: %s %s", resp.Status, answer)
+	}
+
+	var at []time.Duration
+	for i := 0; i < clients; i++ {
+		select {
+		case c := <-closes:
+			if c.code != 4010 {
+				t.Fatalf("client closed with %d, want 4010", c.code)
+			}
+			at = append(at, c.at.Sub(sigterm))
+		case <-time.After(2 * window):
+			t.Fatalf("only %d of %d clients closed", i, clients)
+		}
+	}
+	sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
+	// Client i is due at i*window/clients: 0, 0.5s, 1s, 1.5s.
+	step := window / clients
+	if at[0] > step/2 {
+		t.Errorf("first close after %v", at[0])
+	}
+	for i := 1; i < clients; i++ {
+		if gap := at[i] - at[i-1]; gap < step/2 {
+			t.Errorf("closes not spread: %v", at)
+		}
+	}
+	if last := at[clients-1]; last > window {
+		t.Errorf("last close after %v, beyond the %v window", last, window)
+	}
+	if code := node.exitCode(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM:\n%s", code, node.stderr)
+	}
+	if took := time.Since(sigterm); took > window+2*time.Second {
+		t.Errorf("exited %v after SIGTERM", took)
+	}
+	if !strings.Contains(node.stderr.String(), `"msg":"stopped"`) {
+		t.Errorf("no stopped line:\n%s", node.stderr)
+	}
+}
+
+// TestServe_ShutdownTimeoutIsAHardDeadline: a request that never finishes
+// does not keep the process alive past HERALD_SHUTDOWN_TIMEOUT; the exit
+// code and message say the shutdown was cut.
+func TestServe_ShutdownTimeoutIsAHardDeadline(t *testing.T) {
+	addr := freeAddr(t)
+	node := startNode(t, addr, "HERALD_DRAIN_WINDOW=200ms", "HERALD_SHUTDOWN_TIMEOUT=1s")
+	body, _ := os.ReadFile("../../testdata/kriptomat/withdrawal.json")
+	_ = slowIngress(t, addr, body) // never finished
+	time.Sleep(200 * time.Millisecond)
+	sigterm := time.Now()
+	if err := node.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := node.exitCode(t, 5*time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, node.stderr)
+	}
+	if took := time.Since(sigterm); took < time.Second || took > 2500*time.Millisecond {
+		t.Errorf("exited %v after SIGTERM with a 1s shutdown timeout", took)
+	}
+	if !strings.Contains(node.stderr.String(), "shutdown cut after") {
+		t.Errorf("stderr:\n%s", node.stderr)
+	}
+}
+
+// TestRun_BadConfigurationFailsFast: every bad setting stops the node
+// before it listens, with exit code 2 and a message naming the setting.
+func TestRun_BadConfigurationFailsFast(t *testing.T) {
+	secret := []string{"HERALD_JWT_SECRET", "s3cret"}
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{append(secret, "HERALD_DRAIN_WINDOW", "30s"), "HERALD_DRAIN_WINDOW (30s) must be shorter than HERALD_SHUTDOWN_TIMEOUT (30s)"},
+		{append(secret, "HERALD_DRAIN_WINDOW", "5s", "HERALD_SHUTDOWN_TIMEOUT", "2s"), "HERALD_DRAIN_WINDOW (5s) must be shorter"},
+		{append(secret, "HERALD_SHUTDOWN_TIMEOUT", "0s"), "HERALD_SHUTDOWN_TIMEOUT: must be a positive duration"},
+		{append(secret, "HERALD_DRAIN_WINDOW", "soon"), "HERALD_DRAIN_WINDOW: must be a duration"},
+		{append(secret, "HERALD_LOG_FORMAT", "xml"), "HERALD_LOG_FORMAT: must be one of json, text"},
+		{append(secret, "HERALD_ADDR", ""), "HERALD_ADDR: must not be empty"},
+		{append(secret, "HERALD_SEND_QUEUE_BYTES", "-1"), "HERALD_SEND_QUEUE_BYTES"},
+	} {
+		start := time.Now()
+		code, _, errOut := runCmd(t, tc.env)
+		if code != 2 || !strings.Contains(errOut, "herald: configuration: "+tc.want) {
+			t.Errorf("env %v: exit %d, %q; want 2 and %q", tc.env, code, errOut, tc.want)
+		}
+		if time.Since(start) > time.Second {
+			t.Errorf("env %v: took %v to refuse", tc.env, time.Since(start))
+		}
+	}
+	// And the binary's own exit code.
+	p := startProc(t, []string{"HERALD_JWT_SECRET=s3cret", "HERALD_DRAIN_WINDOW=1m"})
+	if code := p.exitCode(t, 10*time.Second); code != 2 || !strings.Contains(p.stderr.String(), "HERALD_DRAIN_WINDOW") {
+		t.Fatalf("binary: exit %d, %s", code, p.stderr)
+	}
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// TestLogs_NeverShowSecretsTokensOrPayloads captures every log line of a
+// scripted session at debug level — tokens in the upgrade header and in a
+// connect frame, a webhook with its secret as Bearer and as ?key=, a wrong
+// secret, an API publish, bad tokens — and looks for each secret, token
+// and payload value in them. It also checks the ingress writes one JSON
+// line per request with provider, outcome, event and latency.
+func TestLogs_NeverShowSecretsTokensOrPayloads(t *testing.T) {
+	addr := freeAddr(t)
+	node := startNode(t, addr, "HERALD_LOG_LEVEL=debug", "HERALD_DRAIN_WINDOW=100ms")
+	base := "http://" + addr
+
+	headerToken, frameToken := clientToken(t, "84624"), clientToken(t, "7")
+	c, _ := dialNode(t, addr, headerToken)
+	c.send(map[string]any{"id": 1, "type": "subscribe", "channel": "merchant:acme"})
+	c.read()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(map[string]any{"id": 1, "type": "connect", "token": frameToken})
+	_ = conn.Write(ctx, websocket.MessageText, b)
+	_, _, _ = conn.Read(ctx)
+	conn.CloseNow()
+
+	// Payload values that appear nowhere else: amounts and a bank fee.
+	body, err := os.ReadFile("../../testdata/kriptomat/withdrawal.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = bytes.Replace(body, []byte(`"received": 99.00`), []byte(`"received": 97.531`), 1)
+	body = bytes.Replace(body, []byte(`"bank_fee": 1.00`), []byte(`"bank_fee": 2.468`), 1)
+	post := func(url, auth string, body []byte) int {
+		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	const wrongSecret, badToken = "wrong-provider-secret-77aa", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.bad-signature-3c3c"
+	const payload = "payload-value-41f9e2"
+	for _, step := range []struct {
+		status int
+		got    int
+	}{
+		{200, post(base+"/ingress/kriptomat", testProviderSecret, body)},
+		{200, post(base+"/ingress/kriptomat?key="+testProviderSecret, "", body)},
+		{401, post(base+"/ingress/kriptomat", wrongSecret, body)},
+		{202, post(base+"/ingress/kriptomat", testProviderSecret, []byte(`{"user_id":1,"id":2,"type":"`+payload+`"}`))},
+		{400, post(base+"/ingress/kriptomat", testProviderSecret, []byte(`{"user_id":"`+payload))},
+		{200, post(base+"/v1/publish", testAPIKey, []byte(`{"channel":"user:84624","data":{"note":"`+payload+`"}}`))},
+		{401, post(base+"/v1/publish", wrongSecret, []byte(`{"channel":"user:84624","data":{}}`))},
+	} {
+		if step.got != step.status {
+			t.Fatalf("status %d, want %d", step.got, step.status)
+		}
+	}
+	if _, resp, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + badToken}}}); err == nil || resp.StatusCode != 401 {
+		t.Fatalf("bad header token: %v", err)
+	}
+	conn, _, err = websocket.Dial(ctx, "ws://"+addr+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = json.Marshal(map[string]any{"id": 1, "type": "connect", "token": badToken})
+	_ = conn.Write(ctx, websocket.MessageText, b)
+	if _, _, err := conn.Read(ctx); websocket.CloseStatus(err) != 4001 {
+		t.Fatalf("bad frame token: %v", err)
+	}
+
+	if err := node.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := node.exitCode(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	logs := node.stderr.String()
+	for name, secret := range map[string]string{
+		"JWT secret": testJWTSecret, "API key": testAPIKey, "provider secret": testProviderSecret, "wrong secret": wrongSecret,
+		"header token": headerToken, "frame token": frameToken, "bad token": badToken,
+		"token signature": headerToken[strings.LastIndexByte(headerToken, '.')+1:],
+		"payload value":   payload, "amount": "97.531", "fee": "2.468",
+	} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the logs show the %s %q", name, secret)
+		}
+	}
+	for _, key := range []string{`"raw"`, `"amounts"`, `"data"`, `"token"`, `"body"`, `"authorization"`} {
+		if strings.Contains(strings.ToLower(logs), key) {
+			t.Errorf("the logs have a %s field", key)
+		}
+	}
+
+	ingressLines := 0
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if rec["msg"] != "ingress" {
+			continue
+		}
+		ingressLines++
+		for _, k := range []string{"provider", "outcome", "status", "event", "latency_ms"} {
+			if _, ok := rec[k]; !ok {
+				t.Errorf("ingress line without %s: %s", k, line)
+			}
+		}
+		if rec["outcome"] == "published" && !strings.HasPrefix(rec["event"].(string), "kriptomat:withdrawal.fiat:") {
+			t.Errorf("published without its event id: %s", line)
+		}
+	}
+	if ingressLines != 5 {
+		t.Errorf("%d ingress lines for 5 webhooks:\n%s", ingressLines, logs)
+	}
+}
