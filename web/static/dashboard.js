@@ -22,7 +22,10 @@ const counts = { events: 0, reconnects: 0, gaps: 0 };
 let reconnected = false; // the current connection is a reconnect
 let gapSinceConnect = false;
 
-/** Adds a line to the connection log (newest first, the last 50 kept). */
+/**
+ * Adds a line to the connection log (newest first, the last 50 kept).
+ * @param {string} text
+ */
 function log(text) {
   const li = document.createElement('li');
   li.textContent = `${new Date().toLocaleTimeString([], { hour12: false })} ${text}`;
@@ -31,7 +34,11 @@ function log(text) {
   while (list.children.length > 50) list.lastElementChild?.remove();
 }
 
-/** Shows a message under the token field; kind error or info. */
+/**
+ * Shows a message under the token field.
+ * @param {string} text
+ * @param {'error' | 'info'} [kind]
+ */
 function message(text, kind = 'error') {
   const m = $('message');
   m.textContent = text;
@@ -55,7 +62,10 @@ function showCounts() {
   $('count-gaps').textContent = String(counts.gaps);
 }
 
-/** Formats an instant as local time of day, with the full instant as a tooltip. */
+/**
+ * Formats an instant as local time of day, with the full instant as a tooltip.
+ * @param {string | undefined} iso
+ */
 function timeCell(iso) {
   const td = cell('', 'time');
   const d = iso ? new Date(iso) : new Date();
@@ -75,7 +85,10 @@ function cell(text, label = '') {
   return td;
 }
 
-/** Amounts as the provider sent them: "amount 0.0623414132 BTC · fee 2.00 EUR". */
+/**
+ * Amounts as the provider sent them: "amount 0.0623414132 BTC · fee 2.00 EUR".
+ * @param {Record<string, {value?: string, currency?: string}> | undefined} amounts
+ */
 function amountsText(amounts) {
   if (!amounts || typeof amounts !== 'object') return '';
   return Object.entries(amounts)
@@ -83,6 +96,10 @@ function amountsText(amounts) {
     .join(' · ');
 }
 
+/**
+ * @param {string} channel
+ * @param {any} ev
+ */
 function isAlert(channel, ev) {
   return channel.startsWith('alerts:') || (ev && typeof ev.type === 'string' && ev.type.startsWith('master_balance.'));
 }
@@ -148,7 +165,10 @@ function addEvent(data, meta) {
   $('empty').hidden = true;
 }
 
-/** Marks a gap in the table and in the notice above it. */
+/**
+ * Marks a gap in the table and in the notice above it.
+ * @param {import('./herald').ClientEvents['gap']} g
+ */
 function addGap(g) {
   counts.gaps++;
   gapSinceConnect = true;
@@ -168,6 +188,10 @@ function addGap(g) {
   log(`gap on ${g.channel}: ${g.reason}; continuing after offset ${g.offset}`);
 }
 
+/**
+ * @param {string} text
+ * @param {string} className
+ */
 function badge(text, className) {
   const s = document.createElement('span');
   s.className = className;
@@ -175,11 +199,15 @@ function badge(text, className) {
   return s;
 }
 
+/** @param {unknown} v */
 function str(v) {
   return v == null ? '' : String(v);
 }
 
-/** Lists the channels a token grants, each a checkbox that subscribes. */
+/**
+ * Lists the channels a token grants, each a checkbox that subscribes.
+ * @param {string[]} channels
+ */
 function showChannels(channels) {
   const list = $('channel-list');
   list.replaceChildren();
@@ -196,10 +224,14 @@ function showChannels(channels) {
   $('channels').hidden = channels.length === 0;
 }
 
-/** Shows whether a channel's subscription is in effect on the current connection. */
+/**
+ * Shows whether a channel's subscription is in effect on the current connection.
+ * @param {string} channel
+ * @param {boolean} live
+ */
 function markLive(channel, live) {
   for (const box of $('channel-list').querySelectorAll('input')) {
-    if (/** @type {HTMLInputElement} */ (box).value === channel) box.parentElement?.toggleAttribute('data-live', live);
+    if (box.value === channel) box.parentElement?.toggleAttribute('data-live', live);
   }
 }
 
@@ -225,7 +257,10 @@ function stop() {
   $('identity').hidden = true;
 }
 
-/** Starts watching with a token: decodes what it grants, connects, subscribes. */
+/**
+ * Starts watching with a token: decodes what it grants, connects, subscribes.
+ * @param {string} token
+ */
 function start(token) {
   stop();
   message('');
