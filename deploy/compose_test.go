@@ -1,0 +1,212 @@
+package deploy_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// compose is the part of docker-compose.yml the checks read. YAML anchors
+// and merge keys (<<) are resolved by the parser, as Compose does.
+type compose struct {
+	Services map[string]service `yaml:"services"`
+	Volumes  map[string]any     `yaml:"volumes"`
+}
+
+type service struct {
+	Image       string            `yaml:"image"`
+	Build       any               `yaml:"build"`
+	Command     []string          `yaml:"command"`
+	Environment map[string]string `yaml:"environment"`
+	Ports       []string          `yaml:"ports"`
+	Volumes     []string          `yaml:"volumes"`
+	DependsOn   map[string]struct {
+		Condition string `yaml:"condition"`
+	} `yaml:"depends_on"`
+	Healthcheck struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+	StopGracePeriod string `yaml:"stop_grace_period"`
+}
+
+func readCompose(t *testing.T) compose {
+	t.Helper()
+	b, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c compose
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	return c
+}
+
+var composeVar = regexp.MustCompile(`\$\{(\w+)(:[?-])?([^}]*)\}`)
+
+// interpolated resolves Compose's ${VAR:?msg} and ${VAR:-default} the way
+// `docker compose up` would with the variables in vars set.
+func interpolated(v string, vars map[string]string) string {
+	return composeVar.ReplaceAllStringFunc(v, func(m string) string {
+		p := composeVar.FindStringSubmatch(m)
+		if val, ok := vars[p[1]]; ok && val != "" {
+			return val
+		}
+		if p[2] == ":-" {
+			return p[3]
+		}
+		return ""
+	})
+}
+
+func TestCompose_TwoNodesOnRedisBehindNginx(t *testing.T) {
+	c := readCompose(t)
+	for _, name := range []string{"redis", "herald-1", "herald-2", "nginx"} {
+		if _, ok := c.Services[name]; !ok {
+			t.Fatalf("no service %s", name)
+		}
+	}
+
+	redis := c.Services["redis"]
+	cmd := strings.Join(redis.Command, " ")
+	if !strings.Contains(cmd, "--appendonly yes") || !regexp.MustCompile(`--appendfsync (always|everysec)`).MatchString(cmd) {
+		t.Errorf("redis runs without AOF: %q", cmd)
+	}
+	if !strings.Contains(cmd, "--appendfsync always") {
+		t.Errorf("redis fsyncs less than each write (%q): an acknowledged webhook could be lost with its epoch kept", cmd)
+	}
+	if len(redis.Volumes) == 0 || !strings.HasSuffix(redis.Volumes[0], ":/data") {
+		t.Errorf("redis data is not kept in a volume: %v", redis.Volumes)
+	} else if _, ok := c.Volumes[strings.Split(redis.Volumes[0], ":")[0]]; !ok {
+		t.Errorf("redis data is not on a named volume: %v", redis.Volumes)
+	}
+
+	ids := map[string]bool{}
+	for _, name := range []string{"herald-1", "herald-2"} {
+		s := c.Services[name]
+		env := s.Environment
+		if env["HERALD_REDIS_URL"] != "redis://redis:6379" {
+			t.Errorf("%s: HERALD_REDIS_URL %q", name, env["HERALD_REDIS_URL"])
+		}
+		if env["HERALD_NODE_ID"] == "" || ids[env["HERALD_NODE_ID"]] {
+			t.Errorf("%s: HERALD_NODE_ID %q is empty or shared", name, env["HERALD_NODE_ID"])
+		}
+		ids[env["HERALD_NODE_ID"]] = true
+		if !strings.HasPrefix(env["HERALD_JWT_SECRET"], "${HERALD_JWT_SECRET:?") {
+			t.Errorf("%s: HERALD_JWT_SECRET must come from the environment, required: %q", name, env["HERALD_JWT_SECRET"])
+		}
+		if s.Build == nil {
+			t.Errorf("%s: not built from the Dockerfile", name)
+		}
+		if strings.Join(s.Healthcheck.Test, " ") != "CMD /herald healthcheck" {
+			t.Errorf("%s: healthcheck %v does not run in the distroless image", name, s.Healthcheck.Test)
+		}
+		if s.DependsOn["redis"].Condition != "service_healthy" {
+			t.Errorf("%s: does not wait for a healthy redis", name)
+		}
+		grace, err := time.ParseDuration(s.StopGracePeriod)
+		timeout, terr := time.ParseDuration(env["HERALD_SHUTDOWN_TIMEOUT"])
+		if err != nil || terr != nil || grace <= timeout {
+			t.Errorf("%s: stop_grace_period %q must exceed HERALD_SHUTDOWN_TIMEOUT %q", name, s.StopGracePeriod, env["HERALD_SHUTDOWN_TIMEOUT"])
+		}
+		if len(s.Ports) > 0 {
+			t.Errorf("%s publishes ports %v: clients go through nginx", name, s.Ports)
+		}
+	}
+
+	nginx := c.Services["nginx"]
+	if !contains(nginx.Volumes, "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro") {
+		t.Errorf("nginx does not mount deploy/nginx.conf: %v", nginx.Volumes)
+	}
+	if !contains(nginx.Ports, "8080:8080") {
+		t.Errorf("nginx ports %v", nginx.Ports)
+	}
+	for _, n := range []string{"herald-1", "herald-2"} {
+		if nginx.DependsOn[n].Condition != "service_healthy" {
+			t.Errorf("nginx does not wait for a healthy %s (it resolves upstreams at start)", n)
+		}
+	}
+	conf, _ := os.ReadFile("nginx.conf")
+	for _, n := range []string{"herald-1", "herald-2"} {
+		if !strings.Contains(string(conf), "server "+n+":8080") {
+			t.Errorf("nginx.conf does not balance to %s:8080", n)
+		}
+	}
+}
+
+// providerSetting matches the settings of SPEC §3's providers, which a
+// build may enable one by one.
+var providerSetting = regexp.MustCompile(`^HERALD_INGRESS_(KRIPTOMAT|COINIFY|0XPAY|PARTNER|GATEWAY)_(SECRET|MERCHANT)$`)
+
+// TestCompose_NodesAcceptTheirConfiguration runs `herald config` with each
+// node's environment as Compose would set it: every variable must be a
+// setting herald knows, with a value it accepts.
+func TestCompose_NodesAcceptTheirConfiguration(t *testing.T) {
+	c := readCompose(t)
+	bin := filepath.Join(t.TempDir(), "herald")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/herald").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	known := map[string]bool{}
+	help, _ := exec.Command(bin, "--help").CombinedOutput()
+	for _, m := range regexp.MustCompile(`\((HERALD_\w+)\)`).FindAllStringSubmatch(string(help), -1) {
+		known[m[1]] = true
+	}
+	vars := map[string]string{"HERALD_JWT_SECRET": "s3cret", "HERALD_INGRESS_KRIPTOMAT_SECRET": "k", "HERALD_INGRESS_KRIPTOMAT_MERCHANT": "acme"}
+	for _, name := range []string{"herald-1", "herald-2"} {
+		cmd := exec.Command(bin, "config")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		for k, v := range c.Services[name].Environment {
+			if !known[k] && !providerSetting.MatchString(k) {
+				t.Errorf("%s: %s is not a herald setting", name, k)
+			}
+			cmd.Env = append(cmd.Env, k+"="+interpolated(v, vars))
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: herald config: %v\n%s", name, err, out)
+		}
+		for _, line := range []string{"HERALD_REDIS_URL=redis://redis:6379", "HERALD_NODE_ID=" + name, "HERALD_INGRESS_KRIPTOMAT_MERCHANT=acme"} {
+			if !strings.Contains(string(out), line+"\n") {
+				t.Errorf("%s: effective configuration lacks %s:\n%s", name, line, out)
+			}
+		}
+	}
+}
+
+// TestDockerfile_MatchesCompose: the image's binary is where the health
+// check calls it, on a base without a shell.
+func TestDockerfile_MatchesCompose(t *testing.T) {
+	b, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for _, want := range []string{
+		"FROM gcr.io/distroless/static",
+		"CGO_ENABLED=0 go build",
+		"COPY --from=build /herald /herald",
+		`ENTRYPOINT ["/herald"]`,
+		`HEALTHCHECK`,
+		`CMD ["/herald", "healthcheck"]`,
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
