@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import { launch, openPage } from './lib/browser.js';
 import {
-  ARTIFACTS, fixture, ingress, mintToken, startNode, startProxy, startRedisPair, waitFor, sleep,
+  ARTIFACTS, fixture, ingress, mintToken, publish, startNode, startProxy, startRedisPair, waitFor, sleep,
 } from './lib/herald.js';
 
 /** @type {import('playwright-core').Browser} */
@@ -211,7 +211,6 @@ test('a restarted embedded broker loses history: the page says so with a gap not
 
 test('Redis engine: SIGTERM (4010), events posted to another node meanwhile, restart: shown exactly once', async (t) => {
   const pair = await startRedisPair(t);
-  if (!pair) return;
   const { a, b } = pair;
 
   const { page, context } = await openPage(browser);
@@ -237,4 +236,38 @@ test('Redis engine: SIGTERM (4010), events posted to another node meanwhile, res
   assert.equal(await page.textContent('#count-gaps'), '0');
   assert.match(await logText(page), /subscribed merchant:demo at offset \d+, resumed with nothing missed/);
   assert.equal(await page.textContent('#count-reconnects'), '1');
+});
+
+test('herald.js with localStorage: after a reload the page resumes where the last one stopped', async (t) => {
+  const node = await startNode();
+  t.after(() => node.stop());
+  const { page, context } = await openPage(browser);
+  t.after(() => context.close());
+  const token = mintToken({ sub: '42', merchant: '' });
+  // The page's own client, as an application would write it; the dashboard
+  // page is only the origin here (without a token it stays idle).
+  const watch = () => page.evaluate(async (token) => {
+    const { connect } = await import('/herald.js');
+    const w = /** @type {any} */ (window);
+    w.got = [];
+    const client = connect({ token, storage: localStorage });
+    return new Promise((resolve) => {
+      client.on('subscribed', resolve);
+      client.subscribe('user:42', (data) => w.got.push(data.n));
+    });
+  }, token);
+  const got = () => page.evaluate(() => /** @type {any} */ (window).got);
+
+  await page.goto(`${node.url}/`);
+  assert.equal((await watch()).resumed, false);
+  for (let n = 1; n <= 3; n++) await publish(node, 'user:42', { n });
+  await page.waitForFunction(() => /** @type {any} */ (window).got.length === 3);
+
+  await page.reload();
+  for (let n = 4; n <= 6; n++) await publish(node, 'user:42', { n }); // while no page listens
+  const again = await watch();
+  assert.deepEqual([again.resumed, again.recovered], [true, true]);
+  await page.waitForFunction(() => /** @type {any} */ (window).got.length >= 3);
+  await sleep(200);
+  assert.deepEqual(await got(), [4, 5, 6]);
 });
