@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// dialer opens websocket clients from a set of loopback source addresses,
+// perSource clients each, so that one run never needs more ephemeral ports
+// of one address than the kernel has (PITFALLS: ≈28k, minus those still in
+// TIME_WAIT from the previous run).
+type dialer struct {
+	url       string // ws://…/ws
+	perSource int
+	https     []*http.Client
+}
+
+func newDialer(wsURL string, sources []net.IP, perSource int) *dialer {
+	d := &dialer{url: wsURL, perSource: perSource}
+	for _, ip := range sources {
+		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
+		d.https = append(d.https, &http.Client{Transport: &http.Transport{
+			DialContext:       nd.DialContext,
+			DisableKeepAlives: true,
+			ForceAttemptHTTP2: false,
+		}})
+	}
+	return d
+}
+
+// dial opens client i with a bearer token, so that herald answers with a
+// connected frame at once.
+func (d *dialer) dial(ctx context.Context, i int, token string) (*websocket.Conn, error) {
+	hc := d.https[min(i/d.perSource, len(d.https)-1)]
+	conn, _, err := websocket.Dial(ctx, d.url, &websocket.DialOptions{
+		HTTPClient:   hc,
+		HTTPHeader:   http.Header{"Authorization": {"Bearer " + token}},
+		Subprotocols: []string{"herald.v1"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	conn.SetReadLimit(-1)
+	return conn, nil
+}
+
+// tally is what every client counts, summed over all of them.
+type tally struct {
+	received    atomic.Int64 // pub frames after the subscribe position
+	duplicates  atomic.Int64 // an offset seen before
+	gaps        atomic.Int64 // an offset skipped without a recovered:false frame
+	lossFrames  atomic.Int64 // subscribed frames with recovered:false mid-run
+	unknown     atomic.Int64 // pub frames whose send time is unknown
+	readErrors  atomic.Int64 // connections that ended before the run did
+	latency     histogram
+	lastReceipt atomic.Int64 // ns since the run's clock start
+}
+
+// client is one websocket session of the harness.
+type client struct {
+	conn    *websocket.Conn
+	channel string
+	epoch   string
+	// last is the offset of the last publication seen; the read loop owns
+	// it once started.
+	last uint64
+}
+
+// controlFrame is what the harness reads of non-pub frames.
+type controlFrame struct {
+	ID        int64  `json:"id"`
+	Type      string `json:"type"`
+	Channel   string `json:"channel"`
+	Epoch     string `json:"epoch"`
+	Offset    uint64 `json:"offset"`
+	Recovered bool   `json:"recovered"`
+	Reason    string `json:"reason"`
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+}
+
+// readControl reads the next frame, which must be of type want.
+func readControl(ctx context.Context, conn *websocket.Conn, want string) (controlFrame, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	_, b, err := conn.Read(ctx)
+	if err != nil {
+		return controlFrame{}, err
+	}
+	f, err := parseControl(b)
+	if err == nil && f.Type != want {
+		err = fmt.Errorf("got %.200s, want a %s frame", b, want)
+	}
+	return f, err
+}
+
+func parseControl(b []byte) (controlFrame, error) {
+	var f controlFrame
+	if err := json.Unmarshal(b, &f); err != nil {
+		return f, fmt.Errorf("frame %.80q: %w", b, err)
+	}
+	return f, nil
+}
+
+// connect dials client i, waits for connected, and subscribes it to
+// channel from the channel's current position.
+func connect(ctx context.Context, d *dialer, i int, token, channel string) (*client, error) {
+	conn, err := d.dial(ctx, i, token)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	c := &client{conn: conn, channel: channel}
+	if _, err := readControl(ctx, conn, "connected"); err != nil {
+		conn.CloseNow()
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if err := c.subscribe(ctx); err != nil {
+		conn.CloseNow()
+		return nil, err
+	}
+	return c, nil
+}
+
+// subscribe subscribes from the channel's current position, which
+// becomes the client's.
+func (c *client) subscribe(ctx context.Context) error {
+	if err := c.subscribeAsync(ctx, nil); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	reply, err := readControl(ctx, c.conn, "subscribed")
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	c.epoch, c.last = reply.Epoch, reply.Offset
+	return nil
+}
+
+type position struct {
+	Offset uint64 `json:"offset"`
+	Epoch  string `json:"epoch"`
+}
+
+// sendTimes maps what a pub frame carries to when its publication was
+// scheduled (ns since the run's clock start).
+type sendTimes interface {
+	lookup(frame []byte) (int64, bool)
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readLoop counts the client's frames until ctx ends or the connection
+// fails. done is called when it returns.
+func (c *client) readLoop(ctx context.Context, clock time.Time, times sendTimes, t *tally, done func()) {
+	defer done()
+	for {
+		_, r, err := c.conn.Reader(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				t.readErrors.Add(1)
+			}
+			return
+		}
+		buf := bufPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		_, err = buf.ReadFrom(r)
+		if err == nil {
+			c.frame(buf.Bytes(), clock, times, t)
+		}
+		bufPool.Put(buf)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+				t.readErrors.Add(1)
+			}
+			return
+		}
+	}
+}
+
+var pubPrefix = []byte(`{"type":"pub",`)
+
+// frame accounts for one server frame. Pub frames are scanned, not
+// decoded: the harness shares the machine with the server and must stay
+// cheap per delivery.
+func (c *client) frame(b []byte, clock time.Time, times sendTimes, t *tally) {
+	now := time.Since(clock)
+	if !bytes.HasPrefix(b, pubPrefix) {
+		var f controlFrame
+		if json.Unmarshal(b, &f) == nil && f.Type == "subscribed" && !f.Recovered {
+			// The server announced a loss and where it continues from.
+			t.lossFrames.Add(1)
+			c.epoch, c.last = f.Epoch, f.Offset
+		}
+		return
+	}
+	off, ok := intAfter(b, `"offset":`)
+	if !ok {
+		t.unknown.Add(1)
+		return
+	}
+	offset := uint64(off)
+	switch {
+	case offset <= c.last:
+		t.duplicates.Add(1)
+		return
+	case offset != c.last+1:
+		t.gaps.Add(1)
+	}
+	c.last = offset
+	t.received.Add(1)
+	if times == nil {
+		return
+	}
+	sent, ok := times.lookup(b)
+	if !ok {
+		t.unknown.Add(1)
+		return
+	}
+	t.latency.record(now - time.Duration(sent))
+	for {
+		last := t.lastReceipt.Load()
+		if int64(now) <= last || t.lastReceipt.CompareAndSwap(last, int64(now)) {
+			break
+		}
+	}
+}
+
+// intAfter parses the non-negative integer that follows the first key in b.
+func intAfter(b []byte, key string) (int64, bool) {
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return 0, false
+	}
+	b = b[i+len(key):]
+	j := 0
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		j++
+	}
+	n, err := strconv.ParseInt(string(b[:j]), 10, 64)
+	return n, err == nil
+}
+
+// stampTimes reads the send time the harness put first in the data of
+// API publications: {"sent":<ns>,…}.
+type stampTimes struct{}
+
+var sentKey = []byte(`"data":{"sent":`)
+
+func (stampTimes) lookup(b []byte) (int64, bool) {
+	i := bytes.Index(b, sentKey)
+	if i < 0 {
+		return 0, false
+	}
+	return intAfter(b[i:], `"sent":`)
+}

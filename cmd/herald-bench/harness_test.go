@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"herald/ingress/providers"
+	"herald/internal/heraldtest"
+	"herald/internal/redistest"
+)
+
+// These tests check that the harness runs end to end against a real
+// herald process and accounts for every delivery. The loads are tiny and
+// no figure is asserted: figures come from full runs (BENCHMARKS.md).
+
+const (
+	testJWTSecret      = "bench-test-jwt-secret-0123456789"
+	testAPIKey         = "bench-test-api-key"
+	testProviderSecret = "bench-test-provider-secret"
+)
+
+func TestHarness_EmbeddedBroker_LosesNothing(t *testing.T) {
+	base, pid := startHerald(t, "")
+	runAll(t, base, pid)
+}
+
+func TestHarness_Redis_LosesNothing(t *testing.T) {
+	r := redistest.Start(t, redistest.Options{})
+	base, pid := startHerald(t, r.URL())
+	runAll(t, base, pid)
+}
+
+func TestHarness_Floor_LosesNothing(t *testing.T) {
+	bin := build(t, "./cmd/herald-bench/floor")
+	addr := freeAddr(t)
+	start(t, exec.Command(bin, "-addr", addr), "http://"+addr+"/v1/publish")
+	for _, args := range [][]string{
+		{"-scenario", "fanout", "-clients", "10", "-rate", "20", "-duration", "500ms"},
+		{"-scenario", "peruser", "-clients", "10", "-rate", "50", "-duration", "500ms"},
+	} {
+		runBench(t, "http://"+addr, 0, args...)
+	}
+}
+
+// runAll runs every scenario briefly and checks that nothing was lost.
+func runAll(t *testing.T, base string, pid int) {
+	for _, args := range [][]string{
+		{"-scenario", "idle", "-clients", "20", "-settle", "0s"},
+		{"-scenario", "fanout", "-clients", "20", "-rate", "20", "-duration", "1s"},
+		{"-scenario", "peruser", "-via", "api", "-clients", "20", "-rate", "50", "-duration", "1s"},
+		{"-scenario", "peruser", "-via", "ingress", "-clients", "20", "-rate", "50", "-duration", "1s"},
+		{"-scenario", "resume", "-missed", "50", "-repeat", "2"},
+	} {
+		t.Run(args[1]+"_"+strings.Join(args[2:4], ""), func(t *testing.T) {
+			res := runBench(t, base, pid, args...)
+			if res.Server == nil || res.Server.CPUMs < 0 || res.Server.RSSAfterKiB <= 0 {
+				t.Errorf("server figures missing: %+v", res.Server)
+			}
+		})
+	}
+}
+
+// runBench runs the harness in this process and returns its result, failing
+// the test on any error or lost delivery.
+func runBench(t *testing.T, base string, pid int, args ...string) Result {
+	t.Helper()
+	args = append([]string{
+		"-url", base, "-pid", strconv.Itoa(pid), "-drain", "5s",
+		"-jwt-secret", testJWTSecret, "-api-key", testAPIKey, "-provider-secret", testProviderSecret,
+		"-testdata", filepath.Join(heraldtest.Root(t), "testdata"),
+	}, args...)
+	var stdout, stderr bytes.Buffer
+	code := run(args, &stdout, &stderr)
+	var res Result
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("herald-bench %s: exit %d, output %q: %v\n%s", strings.Join(args, " "), code, stdout.String(), err, stderr.String())
+	}
+	if code != 0 || res.Errors.Total != 0 {
+		t.Fatalf("herald-bench %s: exit %d\n%s\n%s", strings.Join(args, " "), code, stdout.String(), stderr.String())
+	}
+	if d := res.Deliveries; d != nil && (d.Lost != 0 || d.Received == 0 || d.Duplicates != 0 || d.Gaps != 0) {
+		t.Fatalf("deliveries %+v", *d)
+	}
+	if r := res.Resume; r != nil && r.Complete != r.Repeats {
+		t.Fatalf("resume %+v", *r)
+	}
+	return res
+}
+
+// startHerald builds and starts herald on a free port, on Redis when
+// redisURL is set, with every provider enabled, and returns its URL and
+// pid.
+func startHerald(t *testing.T, redisURL string) (string, int) {
+	t.Helper()
+	bin := build(t, "./cmd/herald")
+	addr := freeAddr(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(),
+		"HERALD_ADDR="+addr, "HERALD_JWT_SECRET="+testJWTSecret, "HERALD_API_KEY="+testAPIKey,
+		"HERALD_REDIS_URL="+redisURL, "HERALD_LOG_LEVEL=warn",
+	)
+	for _, p := range providers.All() {
+		slug := strings.ToUpper(p.Slug)
+		cmd.Env = append(cmd.Env, "HERALD_INGRESS_"+slug+"_SECRET="+testProviderSecret, "HERALD_INGRESS_"+slug+"_MERCHANT="+benchMerchant)
+	}
+	start(t, cmd, "http://"+addr+"/readyz")
+	return "http://" + addr, cmd.Process.Pid
+}
+
+// start runs cmd until the test ends and waits until probe answers.
+func start(t *testing.T, cmd *exec.Cmd, probe string) {
+	t.Helper()
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(cmd.Path), logs.String())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(probe)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 500 {
+				return
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("%s exited:\n%s", cmd.Path, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not answering %s: %v", cmd.Path, probe, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// build compiles a command of this module into the test's directory.
+func build(t *testing.T, pkg string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", out, pkg)
+	cmd.Dir = heraldtest.Root(t)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return fmt.Sprint(ln.Addr())
+}
