@@ -1,9 +1,6 @@
 package server_test
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
 	"strings"
@@ -11,7 +8,6 @@ import (
 	"time"
 
 	"herald/channels"
-	"herald/channels/memory"
 	"herald/internal/heraldtest"
 )
 
@@ -163,28 +159,9 @@ func TestMetrics_ScriptedSession(t *testing.T) {
 	}
 }
 
-// flaky fails every call while down is set.
-type flaky struct {
-	channels.Broker
-	down bool
-}
-
-func (f *flaky) Publish(ctx context.Context, ch string, d json.RawMessage, o channels.PublishOptions) (channels.PublishResult, error) {
-	if f.down {
-		return channels.PublishResult{}, errors.Join(channels.ErrUnavailable, errors.New("connection refused"))
-	}
-	return f.Broker.Publish(ctx, ch, d, o)
-}
-
-func (f *flaky) Ready(ctx context.Context) error {
-	if f.down {
-		return channels.ErrUnavailable
-	}
-	return f.Broker.Ready(ctx)
-}
-
 func TestMetrics_BrokerErrorsAreCountedByOperationAndKind(t *testing.T) {
-	b := &flaky{Broker: memory.New(memory.Options{}), down: true}
+	b := newFlaky()
+	b.fail(channels.ErrUnavailable)
 	cfg := heraldtest.Config()
 	cfg.Broker = b
 	n := heraldtest.Start(t, cfg)
