@@ -264,6 +264,12 @@ function stop() {
 function start(token) {
   stop();
   message('');
+  // Another token may be another identity: start from an empty table.
+  rows.replaceChildren();
+  counts.events = counts.reconnects = counts.gaps = 0;
+  showCounts();
+  $('empty').hidden = false;
+  $('gap-notice').hidden = true;
   const claims = decodeToken(token);
   if (!claims || typeof claims.sub !== 'string') {
     message('That is not a herald token: expected a JWT with a "sub" claim.');
@@ -307,6 +313,14 @@ function start(token) {
     if (e.recovered) status('resumed', 'resumed');
   });
   c.on('gap', addGap);
+  c.on('unsubscribed', (e) => {
+    if (!e.revoked) return;
+    // A refreshed token no longer grants it.
+    subscriptions.delete(e.channel);
+    for (const box of $('channel-list').querySelectorAll('input')) if (box.value === e.channel) box.checked = false;
+    markLive(e.channel, false);
+    log(`${e.channel} is no longer granted`);
+  });
   c.on('disconnected', (e) => {
     log(`disconnected: ${e.code}${e.reason ? ' ' + e.reason : ''}` + (e.reconnectIn != null ? `; retrying in ${e.reconnectIn} ms` : ''));
     if (e.reconnectIn != null) status('reconnecting', `reconnecting in ${(e.reconnectIn / 1000).toFixed(1)} s (${e.code})`);

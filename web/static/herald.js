@@ -30,6 +30,9 @@ export const PROTOCOL = /** @type {const} */ ('herald.v1');
 /** @typedef {import('./herald').HeraldClient} HeraldClient */
 /** @typedef {import('./herald').TokenClaims} TokenClaims */
 
+/** The longest delay setTimeout accepts. */
+const MAX_TIMER = 2 ** 31 - 1;
+
 /** Close codes herald uses (docs/PROTOCOL.md). */
 export const CloseCode = Object.freeze({
   UNAUTHORIZED: 4001,
@@ -671,7 +674,9 @@ export function connect(options) {
       if (left < 2000) return;
       delay = left / 2;
     }
-    refreshTimer = setTimer(refresh, Math.max(0, delay));
+    // Timers overflow past 2^31-1 ms (about 24.8 days) and would fire at
+    // once; a token that long-lived is refreshed after that instead.
+    refreshTimer = setTimer(refresh, Math.min(MAX_TIMER, Math.max(0, delay)));
   }
 
   async function refresh() {

@@ -266,6 +266,16 @@ test('refreshes the token before it expires, through getToken and a refresh fram
   assert.equal(client.state(), 'connected');
 });
 
+test('a token valid for months is not refreshed in a loop (timers overflow past 24.8 days)', async () => {
+  const getToken = () => unsignedToken({ sub: '42' });
+  const { clock, sockets } = setup({ token: undefined, getToken });
+  await clock.advance(0);
+  sockets[0].accept({ expires: (clock.t + 90 * 86400_000) / 1000 });
+  await clock.advance(1000);
+  assert.equal(sockets[0].all('refresh').length, 0);
+  assert.deepEqual(clock.pending(), [2 ** 31 - 1 - 1000]);
+});
+
 test('a refused refresh is reported; the server then closes 4008 and the client reconnects', async () => {
   const getToken = () => unsignedToken({ sub: '42' });
   const { clock, sockets, client, events } = setup({ token: undefined, getToken });
