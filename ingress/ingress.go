@@ -147,7 +147,7 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 		return fail(http.StatusBadRequest, "bad_body", "reading body: "+err.Error())
 	}
 	now := in.opts.Now()
-	req := &Request{Method: r.Method, Path: r.URL.Path, Header: r.Header, Body: body, Config: p.Config, Now: now}
+	req := &Request{Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header, Body: body, Config: p.Config, Now: now}
 	if err := authenticate(p, req, r); err != nil {
 		return fail(http.StatusUnauthorized, "unauthorized", err.Error())
 	}

@@ -91,9 +91,11 @@ func MaskCard(s string) string {
 	return b.String()
 }
 
-// Rewrite re-encodes a JSON document compactly, replacing the string value
-// of every object member whose name is in fields (at any depth) with
-// fields[name](value). Member order and number literals are kept exactly.
+// Rewrite re-encodes a JSON document compactly, replacing the string or
+// number value of every object member whose name is in fields (at any
+// depth, inside arrays too) with the string fields[name](value): a card
+// number or a code sent as a JSON number is masked like one sent as a
+// string. Member order and other number literals are kept exactly.
 // It is how card numbers and one-time codes are masked in "raw".
 func Rewrite(body []byte, fields map[string]func(string) string) (json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -166,7 +168,11 @@ func rewriteValue(dec *json.Decoder, out *bytes.Buffer, fields map[string]func(s
 		}
 		writeString(out, t)
 	case json.Number:
-		out.WriteString(t.String())
+		if mask != nil {
+			writeString(out, mask(t.String()))
+		} else {
+			out.WriteString(t.String())
+		}
 	case bool:
 		if t {
 			out.WriteString("true")

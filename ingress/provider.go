@@ -50,7 +50,10 @@ type Config struct {
 type Request struct {
 	Method string
 	// Path is the URL path as the provider sent it.
-	Path   string
+	Path string
+	// Host is the Host the request was sent to, for signatures that cover
+	// the URL (0xpay's SDK signs host + path).
+	Host   string
 	Header http.Header
 	// Body is the raw body, at most MaxBody bytes.
 	Body   []byte
