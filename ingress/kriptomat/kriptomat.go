@@ -371,46 +371,34 @@ type field struct {
 }
 
 func amounts(fields ...field) (map[string]ingress.Amount, error) {
-	out := make(map[string]ingress.Amount, len(fields))
+	a := ingress.Amounts{}
 	for _, f := range fields {
-		if f.value == "" {
-			if f.required {
-				return nil, ingress.Malformed("%s: missing amount", f.name)
-			}
-			continue
+		if f.value == "" && f.required {
+			return nil, ingress.Malformed("%s: missing amount", f.name)
 		}
-		a, err := ingress.NewAmount(f.name, f.value, f.currency)
-		if err != nil {
+		if err := a.Add(f.name, f.value, f.currency); err != nil {
 			return nil, err
 		}
-		out[f.name] = a
 	}
-	return out, nil
+	return a, nil
 }
 
 // ident reads an id that Kriptomat sends as a number or a string.
 func ident(name string, raw json.RawMessage, required bool) (string, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		if required {
-			return "", ingress.Malformed("%s: missing", name)
-		}
-		return "", nil
-	}
 	var v any
-	if err := ingress.Decode(raw, &v); err != nil {
-		return "", err
-	}
-	switch v := v.(type) {
-	case string:
-		if v != "" {
-			return v, nil
-		}
-	case json.Number:
-		if _, err := v.Int64(); err == nil {
-			return v.String(), nil
+	if len(raw) > 0 {
+		if err := ingress.Decode(raw, &v); err != nil {
+			return "", err
 		}
 	}
-	return "", ingress.Malformed("%s: want a string or an integer, got %s", name, truncate(string(raw)))
+	id, ok := ingress.IDString(v)
+	if !ok {
+		return "", ingress.Malformed("%s: want a string or an integer, got %.64s", name, raw)
+	}
+	if id == "" && required {
+		return "", ingress.Malformed("%s: missing", name)
+	}
+	return id, nil
 }
 
 func optionalTime(name, s string) (string, error) {
@@ -424,14 +412,7 @@ func optionalTime(name, s string) (string, error) {
 // the fiat currency, three letters at the end.
 func splitPair(pair string) (crypto, fiat string, err error) {
 	if len(pair) < 4 {
-		return "", "", ingress.Malformed("pair: %q is not a currency pair", truncate(pair))
+		return "", "", ingress.Malformed("pair: %.64q is not a currency pair", pair)
 	}
 	return strings.ToUpper(pair[:len(pair)-3]), strings.ToUpper(pair[len(pair)-3:]), nil
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }

@@ -157,3 +157,11 @@ func TestPendingAfterSuccessIsPublishedStale(t *testing.T) {
 		t.Fatalf("first %+v\nlate %+v", first, late)
 	}
 }
+
+func FuzzParse(f *testing.F) {
+	heraldtest.AddFixtures(f, kriptomat.Slug)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ev, err := kriptomat.Parse(&ingress.Request{Body: body})
+		heraldtest.CheckParse(t, body, ev, err)
+	})
+}
