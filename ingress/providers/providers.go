@@ -4,6 +4,7 @@ package providers
 
 import (
 	"herald/ingress"
+	"herald/ingress/coinify"
 	"herald/ingress/kriptomat"
 )
 
@@ -11,5 +12,6 @@ import (
 func All() []ingress.Provider {
 	return []ingress.Provider{
 		kriptomat.Provider(),
+		coinify.Provider(),
 	}
 }
