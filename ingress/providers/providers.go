@@ -6,6 +6,7 @@ import (
 	"herald/ingress"
 	"herald/ingress/coinify"
 	"herald/ingress/kriptomat"
+	"herald/ingress/zeroxpay"
 )
 
 // All returns every provider, by slug order of the SPEC table.
@@ -13,5 +14,6 @@ func All() []ingress.Provider {
 	return []ingress.Provider{
 		kriptomat.Provider(),
 		coinify.Provider(),
+		zeroxpay.Provider(),
 	}
 }
