@@ -6,6 +6,7 @@ import (
 	"herald/ingress"
 	"herald/ingress/coinify"
 	"herald/ingress/kriptomat"
+	"herald/ingress/partner"
 	"herald/ingress/zeroxpay"
 )
 
@@ -15,5 +16,6 @@ func All() []ingress.Provider {
 		kriptomat.Provider(),
 		coinify.Provider(),
 		zeroxpay.Provider(),
+		partner.Provider(),
 	}
 }
