@@ -5,6 +5,7 @@ package providers
 import (
 	"herald/ingress"
 	"herald/ingress/coinify"
+	"herald/ingress/gateway"
 	"herald/ingress/kriptomat"
 	"herald/ingress/partner"
 	"herald/ingress/zeroxpay"
@@ -17,5 +18,6 @@ func All() []ingress.Provider {
 		coinify.Provider(),
 		zeroxpay.Provider(),
 		partner.Provider(),
+		gateway.Provider(),
 	}
 }
