@@ -29,6 +29,17 @@ func (c *client) send(b []byte) bool {
 	return true
 }
 
+// sendWithin queues a frame only if the queue then holds at most limit
+// bytes (or is empty now), and reports whether it did; unlike send it never
+// closes the client. Resumes use it to queue missed publications at the
+// pace the client reads them.
+func (c *client) sendWithin(b []byte, limit int) bool {
+	c.mu.Lock()
+	over := c.queued > 0 && c.queued+len(b) > limit
+	c.mu.Unlock()
+	return !over && c.send(b)
+}
+
 // writeLoop drains the queue and exits when it is empty, so an idle client
 // costs no goroutine. Frames stay counted against the queue bound until they
 // are written.
@@ -58,6 +69,38 @@ func (c *client) writeLoop() {
 		}
 		c.mu.Lock()
 		c.queued -= written
+		if c.room != nil && c.queued <= c.roomAt {
+			close(c.room)
+			c.room = nil
+		}
 		c.mu.Unlock()
+	}
+}
+
+// waitRoom blocks until at most limit bytes wait to be written to the
+// client, so that a resume queues its missed publications at the pace the
+// client reads them. It reports false when the client closed.
+func (c *client) waitRoom(limit int) bool {
+	for {
+		c.mu.Lock()
+		if c.closing {
+			c.mu.Unlock()
+			return false
+		}
+		if c.queued <= limit {
+			c.mu.Unlock()
+			return true
+		}
+		if c.room == nil {
+			c.room, c.roomAt = make(chan struct{}), limit
+		}
+		c.roomAt = min(c.roomAt, limit)
+		room := c.room
+		c.mu.Unlock()
+		select {
+		case <-room:
+		case <-c.ctx.Done():
+			return false
+		}
 	}
 }

@@ -30,7 +30,11 @@ type client struct {
 	readErr error
 
 	// mu guards the send queue and the timers.
-	mu        sync.Mutex
+	mu sync.Mutex
+	// room, when not nil, is closed once at most roomAt bytes are queued
+	// (see waitRoom).
+	room      chan struct{}
+	roomAt    int
 	queue     [][]byte
 	queued    int
 	writing   bool
@@ -233,6 +237,10 @@ func (c *client) markClosing(code websocket.StatusCode) bool {
 	c.closing = true
 	c.hub.opts.Metrics.Closed(int(code))
 	c.queue, c.queued = nil, 0
+	if c.room != nil {
+		close(c.room) // a replay waiting for room gives up
+		c.room = nil
+	}
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/coder/websocket"
+
 	"herald/channels"
 )
 
@@ -41,6 +43,8 @@ type subscription struct {
 	// epoch and last are the position of the last publication delivered.
 	epoch string
 	last  uint64
+	// gone is set when the subscription ended, for a replay in progress.
+	gone bool
 }
 
 // event is a live publication (frame set) or a reset of the channel's log.
@@ -171,7 +175,11 @@ func (c *client) subscribe(f frame) {
 	c.subs[name] = s
 	c.hub.opts.Metrics.Subscribed(name)
 
-	res, err := c.hub.broker.History(ctx, name, channels.HistoryOptions{Since: f.Since})
+	opts := channels.HistoryOptions{Since: f.Since}
+	if f.Since != nil {
+		opts.Limit = replayPage
+	}
+	res, err := c.hub.broker.History(ctx, name, opts)
 	if err != nil {
 		c.leave(s)
 		c.replyError(f.ID, err)
@@ -179,25 +187,110 @@ func (c *client) subscribe(f frame) {
 	}
 
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
 	reply := subscribedFrame{ID: f.ID, Type: "subscribed", Channel: name, Epoch: res.Epoch, Offset: res.Offset}
 	if f.Since != nil {
 		reply.Recovered, reply.Reason = res.Recover(*f.Since)
 		c.hub.opts.Metrics.Resumed(reply.Recovered, reply.Reason)
 	}
 	if !c.send(encode(reply)) {
+		hc.mu.Unlock()
 		return
 	}
-	if reply.Recovered {
-		replayed := 0
-		for _, p := range res.Publications {
-			if c.send(appendPub(nil, name, p)) {
-				replayed++
-			}
-		}
-		c.hub.opts.Metrics.Replayed(replayed)
-	}
 	s.epoch, s.last = res.Epoch, res.Offset
+	if reply.Recovered {
+		s.last = f.Since.Offset
+		s.queueMissed(res.Publications, res.Offset)
+		if s.last < res.Offset {
+			// More was missed than one page: the rest follows as the
+			// client drains its queue, so that a long absence never
+			// overflows it.
+			hc.mu.Unlock()
+			go c.replay(s, res.Offset)
+			return
+		}
+	}
+	s.finishRecovery()
+	hc.mu.Unlock()
+}
+
+// replayPage is how many missed publications a resume reads and queues at
+// a time.
+const replayPage = 256
+
+// queueMissed queues missed publications up to target, in order, as long
+// as the client's queue has room for them (half of it; the rest is for
+// live traffic). The caller continues from s.last. hc.mu is held.
+func (s *subscription) queueMissed(pubs []channels.Publication, target uint64) {
+	replayed := 0
+	for _, p := range pubs {
+		if p.Offset <= s.last || p.Offset > target {
+			continue
+		}
+		if !s.c.sendWithin(appendPub(nil, s.hc.name, p), s.c.hub.opts.SendQueueBytes/2) {
+			break
+		}
+		s.last = p.Offset
+		replayed++
+	}
+	s.c.hub.opts.Metrics.Replayed(replayed)
+}
+
+// replay queues the rest of a resume, a page at a time, each once the
+// client's queue has room, then goes live.
+func (c *client) replay(s *subscription, target uint64) {
+	hc := s.hc
+	for {
+		if !c.waitRoom(c.hub.opts.SendQueueBytes / 4) {
+			return
+		}
+		hc.mu.Lock()
+		since := channels.Position{Offset: s.last, Epoch: s.epoch}
+		gone := s.gone
+		hc.mu.Unlock()
+		if gone {
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, c.hub.opts.BrokerTimeout)
+		res, err := c.hub.broker.History(ctx, hc.name, channels.HistoryOptions{Since: &since, Limit: replayPage})
+		cancel()
+		if err != nil {
+			// The rest of the log cannot be read now: let the client come
+			// back and resume from what it has.
+			c.closeWith(websocket.StatusTryAgainLater, "resume interrupted; resubscribe with since")
+			return
+		}
+		hc.mu.Lock()
+		if s.gone {
+			hc.mu.Unlock()
+			return
+		}
+		switch ok, reason := res.Recover(since); {
+		case res.Epoch != s.epoch:
+			// The log was reset while replaying: what is left is gone.
+			s.announceGap(res.Epoch, res.Offset, channels.ReasonEpochMismatch)
+		case !ok || len(res.Publications) == 0:
+			if reason == "" {
+				reason = channels.ReasonOffsetExpired
+			}
+			s.announceGap(s.epoch, max(res.Earliest-1, s.last), reason)
+			s.queueMissed(res.Publications, target)
+		default:
+			s.queueMissed(res.Publications, target)
+		}
+		if s.last >= target || res.Epoch != since.Epoch || len(res.Publications) == 0 {
+			s.last = max(s.last, target)
+			s.finishRecovery()
+			hc.mu.Unlock()
+			return
+		}
+		hc.mu.Unlock()
+	}
+}
+
+// finishRecovery hands over to the live feed: publications held while
+// recovering are delivered (those already replayed are skipped). hc.mu is
+// held.
+func (s *subscription) finishRecovery() {
 	s.recovering = false
 	delivered := 0
 	for _, ev := range s.pending {
@@ -205,7 +298,7 @@ func (c *client) subscribe(f frame) {
 			delivered++
 		}
 	}
-	c.hub.opts.Metrics.Delivered(delivered)
+	s.c.hub.opts.Metrics.Delivered(delivered)
 	s.pending, s.pendingBytes = nil, 0
 }
 
@@ -230,6 +323,7 @@ func (c *client) leave(s *subscription) {
 	c.hub.opts.Metrics.Unsubscribed(s.hc.name)
 	s.hc.mu.Lock()
 	delete(s.hc.subs, s)
+	s.gone = true
 	s.pending = nil
 	s.hc.mu.Unlock()
 	c.hub.release(s.hc)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -36,6 +37,17 @@ type Follower struct {
 	// ReadDelay slows the reader down after each publication, to make a
 	// slow consumer.
 	ReadDelay time.Duration
+	// HTTPClient dials the websocket [http.DefaultClient]; a client with a
+	// tiny receive buffer makes a slow consumer show up quickly.
+	HTTPClient *http.Client
+	// Record keeps the "id" field of every publication's data, by offset
+	// (see Received).
+	Record   bool
+	received map[uint64]string
+	first    uint64 // offset of the first subscription: nothing before it is owed
+	started  bool
+	// lastClose is the close code that ended the last connection (-1: none).
+	lastClose websocket.StatusCode
 }
 
 // NewFollower returns a follower of channel that authenticates with token.
@@ -46,7 +58,7 @@ func NewFollower(channel, token string) *Follower {
 // Connect dials node, authenticates, subscribes (with since once it has
 // received anything) and reads in the background until the connection ends.
 func (f *Follower) Connect(ctx context.Context, n *Node) error {
-	conn, _, err := websocket.Dial(ctx, n.WS(), &websocket.DialOptions{Subprotocols: []string{"herald.v1"}})
+	conn, _, err := websocket.Dial(ctx, n.WS(), &websocket.DialOptions{Subprotocols: []string{"herald.v1"}, HTTPClient: f.HTTPClient})
 	if err != nil {
 		return err
 	}
@@ -89,6 +101,9 @@ func (f *Follower) Connect(ctx context.Context, n *Node) error {
 		f.resumes++
 	}
 	f.subscribed(m)
+	if !f.started {
+		f.started, f.first = true, f.last
+	}
 	f.conn = conn
 	closed := make(chan struct{})
 	f.closed = closed
@@ -98,6 +113,9 @@ func (f *Follower) Connect(ctx context.Context, n *Node) error {
 		for {
 			_, b, err := conn.Read(context.Background())
 			if err != nil {
+				f.mu.Lock()
+				f.lastClose = websocket.CloseStatus(err)
+				f.mu.Unlock()
 				return
 			}
 			var m map[string]any
@@ -152,12 +170,40 @@ func (f *Follower) pub(m map[string]any) {
 	}
 	f.epoch, f.last = epoch, offset
 	f.delivered++
+	if f.Record {
+		if f.received == nil {
+			f.received = map[uint64]string{}
+		}
+		data, _ := m["data"].(map[string]any)
+		id, _ := data["id"].(string)
+		f.received[offset] = id
+	}
+}
+
+// Received returns the offset the follower started after and, when Record
+// is set, the data ids it received by offset.
+func (f *Follower) Received() (first uint64, ids map[uint64]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[uint64]string, len(f.received))
+	for k, v := range f.received {
+		out[k] = v
+	}
+	return f.first, out
 }
 
 func (f *Follower) problem(err error) {
 	f.mu.Lock()
 	f.problems = append(f.problems, err)
 	f.mu.Unlock()
+}
+
+// LastClose returns the close code the server ended the last connection
+// with, or -1.
+func (f *Follower) LastClose() websocket.StatusCode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastClose
 }
 
 // Drop closes the connection abruptly, as a network failure would.

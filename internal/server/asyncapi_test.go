@@ -167,6 +167,16 @@ func TestAsyncAPI_MatchesTheServer(t *testing.T) {
 	slow.Subscribe("user:7")
 	n.Publish(t, "user:7", strings.Repeat("x", 40<<10))
 	closed(slow, 4009)
+	// A resume longer than the queue holds, cut short by the broker.
+	for i := 0; i < 60; i++ {
+		n.Publish(t, "user:8", strings.Repeat("y", 1<<10))
+	}
+	resuming := heraldtest.Connect(t, n, heraldtest.Token(t, "8", ""))
+	epoch8 := send(resuming, map[string]any{"type": "history", "channel": "user:8", "limit": 1}, "history").String("epoch")
+	broker.failHistoryAfter(1, channels.ErrUnavailable)
+	resuming.Send(map[string]any{"type": "subscribe", "channel": "user:8", "since": map[string]any{"offset": 0, "epoch": epoch8}})
+	closed(resuming, 1013)
+	broker.failHistoryAfter(0, nil)
 	big := heraldtest.Connect(t, n, token)
 	big.SendRaw([]byte(`{"type":"ping","pad":"` + strings.Repeat("x", 64<<10) + `"}`))
 	closed(big, 1009)

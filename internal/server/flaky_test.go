@@ -17,6 +17,9 @@ type flaky struct {
 	dead ingress.DeadLetterStore
 	mu   sync.Mutex
 	err  error
+	// histErr, when set, fails History once histLeft more calls passed.
+	histErr  error
+	histLeft int
 }
 
 func newFlaky() *flaky {
@@ -28,6 +31,28 @@ func (f *flaky) fail(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.err = err
+}
+
+// failHistoryAfter lets n more History calls through, then fails the
+// following ones with err (nil restores): a broker that goes away halfway
+// through a resume.
+func (f *flaky) failHistoryAfter(n int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.histErr, f.histLeft = err, n
+}
+
+func (f *flaky) historyFailure() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.histErr == nil {
+		return f.err
+	}
+	if f.histLeft > 0 {
+		f.histLeft--
+		return f.err
+	}
+	return f.histErr
 }
 
 func (f *flaky) failure() error {
@@ -44,7 +69,7 @@ func (f *flaky) Publish(ctx context.Context, ch string, d json.RawMessage, o cha
 }
 
 func (f *flaky) History(ctx context.Context, ch string, o channels.HistoryOptions) (channels.HistoryResult, error) {
-	if err := f.failure(); err != nil {
+	if err := f.historyFailure(); err != nil {
 		return channels.HistoryResult{}, err
 	}
 	return f.Broker.History(ctx, ch, o)
