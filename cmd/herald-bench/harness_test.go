@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"herald/ingress/providers"
 	"herald/internal/heraldtest"
 	"herald/internal/redistest"
 )
@@ -111,10 +110,7 @@ func startHerald(t *testing.T, redisURL string) (string, int) {
 		"HERALD_ADDR="+addr, "HERALD_JWT_SECRET="+testJWTSecret, "HERALD_API_KEY="+testAPIKey,
 		"HERALD_REDIS_URL="+redisURL, "HERALD_LOG_LEVEL=warn",
 	)
-	for _, p := range providers.All() {
-		slug := strings.ToUpper(p.Slug)
-		cmd.Env = append(cmd.Env, "HERALD_INGRESS_"+slug+"_SECRET="+testProviderSecret, "HERALD_INGRESS_"+slug+"_MERCHANT="+benchMerchant)
-	}
+	cmd.Env = append(cmd.Env, providerEnv(testProviderSecret)...)
 	start(t, cmd, "http://"+addr+"/readyz")
 	return "http://" + addr, cmd.Process.Pid
 }

@@ -13,7 +13,16 @@
 // server API or the ingress with real provider payloads), resume (a
 // client misses publications, then resumes with since). It refuses any
 // URL that is not loopback, and every run is bounded in clients and time.
-// BENCHMARKS.md has the method and the figures.
+//
+//	herald-bench summarize DIR…
+//
+// prints the medians of the results saved in DIRs as Markdown tables, and
+//
+//	herald-bench provider-env
+//
+// the environment that enables every registered provider in herald with
+// $HERALD_BENCH_PROVIDER_SECRET. suite.sh runs every scenario with them. BENCHMARKS.md has the method and
+// the figures.
 package main
 
 import (
@@ -75,6 +84,19 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "summarize" {
+		if err := summarize(args[1:], stdout); err != nil {
+			fmt.Fprintln(stderr, "herald-bench summarize:", err)
+			return 1
+		}
+		return 0
+	}
+	if len(args) > 0 && args[0] == "provider-env" {
+		for _, kv := range providerEnv(os.Getenv("HERALD_BENCH_PROVIDER_SECRET")) {
+			fmt.Fprintln(stdout, kv)
+		}
+		return 0
+	}
 	opts, err := parseOptions(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

@@ -23,6 +23,17 @@ import (
 // (HERALD_INGRESS_<SLUG>_MERCHANT).
 const benchMerchant = "bench"
 
+// providerEnv is the environment that enables every registered provider
+// in herald with secret and the harness's merchant.
+func providerEnv(secret string) []string {
+	var env []string
+	for _, p := range providers.All() {
+		slug := strings.ToUpper(p.Slug)
+		env = append(env, "HERALD_INGRESS_"+slug+"_SECRET="+secret, "HERALD_INGRESS_"+slug+"_MERCHANT="+benchMerchant)
+	}
+	return env
+}
+
 // webhook is one request the harness will post to the ingress.
 type webhook struct {
 	provider ingress.Provider
