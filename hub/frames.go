@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -179,17 +180,30 @@ func encode(v any) []byte {
 	return b
 }
 
+// The fixed parts of a pub frame.
+const (
+	pubStart  = `{"type":"pub","channel":`
+	pubOffset = `,"offset":`
+	pubEpoch  = `,"epoch":`
+	pubData   = `,"data":`
+	// pubFixed is their length, with the quotes around channel and epoch,
+	// the closing brace and the longest offset.
+	pubFixed = len(pubStart+pubOffset+pubEpoch+pubData) + 4 + 1 + 20
+)
+
 // appendPub encodes a pub frame. It is built by hand because it is the one
 // frame on the hot path: each publication is encoded once per node and the
-// same bytes go to every subscriber.
+// same bytes go to every subscriber. It grows b once, to the frame's size,
+// so that a nil b costs exactly one allocation.
 func appendPub(b []byte, channel string, p channels.Publication) []byte {
-	b = append(b, `{"type":"pub","channel":`...)
+	b = slices.Grow(b, pubFixed+len(channel)+len(p.Epoch)+len(p.Data))
+	b = append(b, pubStart...)
 	b = appendString(b, channel)
-	b = append(b, `,"offset":`...)
+	b = append(b, pubOffset...)
 	b = strconv.AppendUint(b, p.Offset, 10)
-	b = append(b, `,"epoch":`...)
+	b = append(b, pubEpoch...)
 	b = appendString(b, p.Epoch)
-	b = append(b, `,"data":`...)
+	b = append(b, pubData...)
 	b = append(b, p.Data...)
 	return append(b, '}')
 }

@@ -69,7 +69,7 @@ func (h *Hub) HandlePublication(channel string, pub channels.Publication) {
 	if len(hc.subs) == 0 {
 		return
 	}
-	ev := event{pub: pub, frame: appendPub(make([]byte, 0, 64+len(channel)+len(pub.Data)), channel, pub)}
+	ev := event{pub: pub, frame: appendPub(nil, channel, pub)}
 	delivered := 0
 	for s := range hc.subs {
 		if s.deliver(ev) {
