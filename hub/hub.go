@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"herald/auth"
 	"herald/channels"
+	"herald/internal/clientip"
 	"herald/metrics"
 )
 
@@ -23,6 +25,9 @@ const (
 	StatusTokenExpired  websocket.StatusCode = 4008
 	StatusTooSlow       websocket.StatusCode = 4009
 	StatusShuttingDown  websocket.StatusCode = 4010
+	// StatusRateLimited: too many connections from one address, or frames
+	// faster than a sane client sends them.
+	StatusRateLimited websocket.StatusCode = 4029
 )
 
 // Subprotocol is the websocket subprotocol herald speaks.
@@ -61,6 +66,17 @@ type Options struct {
 	// OriginPatterns are the browser origins allowed to connect, as in
 	// websocket.AcceptOptions [all: tokens, not cookies, authenticate].
 	OriginPatterns []string
+	// ClientIP finds a connection's client address behind trusted proxies
+	// [the peer's address].
+	ClientIP clientip.Resolver
+	// MaxConnsPerIP bounds the connections from one client address; more
+	// are closed with 4029 [1000: carrier NATs put many users behind one].
+	MaxConnsPerIP int
+	// FrameRate (per second) and FrameBurst bound the frames one connection
+	// may send; faster closes it with 4029 [50/s, burst 300: enough to
+	// subscribe to every channel at once].
+	FrameRate  float64
+	FrameBurst int
 	// Metrics receives the hub's counters [none].
 	Metrics *metrics.Hub
 }
@@ -93,6 +109,15 @@ func (o *Options) setDefaults() {
 	if o.BrokerTimeout <= 0 {
 		o.BrokerTimeout = 5 * time.Second
 	}
+	if o.MaxConnsPerIP <= 0 {
+		o.MaxConnsPerIP = 1000
+	}
+	if o.FrameRate <= 0 {
+		o.FrameRate = 50
+	}
+	if o.FrameBurst <= 0 {
+		o.FrameBurst = 300
+	}
 	if len(o.OriginPatterns) == 0 {
 		o.OriginPatterns = []string{"*"}
 	}
@@ -111,6 +136,7 @@ type Hub struct {
 	mu       sync.RWMutex
 	chans    map[string]*hubChannel
 	clients  map[*client]struct{}
+	perIP    map[netip.Addr]int
 	draining bool
 	sessions sync.WaitGroup
 }
@@ -133,6 +159,7 @@ func New(opts Options) (*Hub, error) {
 		cancel:  cancel,
 		chans:   make(map[string]*hubChannel),
 		clients: make(map[*client]struct{}),
+		perIP:   make(map[netip.Addr]int),
 	}, nil
 }
 
@@ -188,21 +215,30 @@ func (h *Hub) Close() {
 	h.sessions.Wait()
 }
 
-func (h *Hub) register(c *client) bool {
+// register counts a new session; it refuses when the node is draining
+// (4010) or the client's address has too many sessions (4029).
+func (h *Hub) register(c *client) websocket.StatusCode {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.draining {
-		return false
+		return StatusShuttingDown
 	}
+	if h.perIP[c.ip] >= h.opts.MaxConnsPerIP {
+		return StatusRateLimited
+	}
+	h.perIP[c.ip]++
 	h.clients[c] = struct{}{}
 	h.sessions.Add(1)
 	h.opts.Metrics.Connected()
-	return true
+	return 0
 }
 
 func (h *Hub) unregister(c *client) {
 	h.mu.Lock()
 	delete(h.clients, c)
+	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
+		delete(h.perIP, c.ip)
+	}
 	h.mu.Unlock()
 	h.opts.Metrics.Disconnected()
 	h.sessions.Done()
@@ -237,9 +273,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(h.opts.MaxFrameBytes)
-	c := newClient(h, conn)
-	if !h.register(c) {
+	c := newClient(h, conn, h.opts.ClientIP.Of(r))
+	switch h.register(c) {
+	case StatusShuttingDown:
 		conn.Close(StatusShuttingDown, "node shutting down")
+		return
+	case StatusRateLimited:
+		h.opts.Metrics.Closed(int(StatusRateLimited))
+		conn.Close(StatusRateLimited, "too many connections from your address")
 		return
 	}
 	defer h.unregister(c)

@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"herald/auth"
 	"herald/channels"
@@ -19,8 +21,11 @@ type client struct {
 	hub  *Hub
 	conn *websocket.Conn
 	id   string
-	ctx  context.Context
-	stop context.CancelFunc
+	ip   netip.Addr
+	// frames limits how fast the client may send.
+	frames *rate.Limiter
+	ctx    context.Context
+	stop   context.CancelFunc
 
 	// Owned by the session's read goroutine.
 	claims *auth.Claims
@@ -43,9 +48,13 @@ type client struct {
 	pingTimer *time.Timer
 }
 
-func newClient(h *Hub, conn *websocket.Conn) *client {
+func newClient(h *Hub, conn *websocket.Conn, ip netip.Addr) *client {
 	ctx, stop := context.WithCancel(h.ctx)
-	return &client{hub: h, conn: conn, id: newID(), ctx: ctx, stop: stop, subs: make(map[string]*subscription)}
+	return &client{
+		hub: h, conn: conn, id: newID(), ip: ip, ctx: ctx, stop: stop,
+		frames: rate.NewLimiter(rate.Limit(h.opts.FrameRate), h.opts.FrameBurst),
+		subs:   make(map[string]*subscription),
+	}
 }
 
 // run authenticates the client (claims are nil when the upgrade carried no
@@ -69,6 +78,10 @@ func (c *client) run(claims *auth.Claims) {
 		typ, data, err := c.conn.Read(c.ctx)
 		if err != nil {
 			c.readErr = err
+			return
+		}
+		if !c.frames.Allow() {
+			c.closeWith(StatusRateLimited, "frames too fast")
 			return
 		}
 		if typ != websocket.MessageText {

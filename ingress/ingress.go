@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"time"
 
 	"herald/channels"
+	"herald/internal/clientip"
 	"herald/metrics"
 )
 
@@ -36,6 +36,9 @@ type Options struct {
 	DedupWindow time.Duration
 	// Statuses remembers each transaction's latest status [in memory].
 	Statuses StatusStore
+	// ClientIP finds the sender's address behind trusted proxies, for the
+	// allow lists [the peer's address].
+	ClientIP clientip.Resolver
 	// PublishTimeout bounds the appends of one request [5s].
 	PublishTimeout time.Duration
 	Logger         *slog.Logger
@@ -135,7 +138,7 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 		w.Header().Set("Allow", http.MethodPost)
 		return fail(http.StatusMethodNotAllowed, "method", "use POST")
 	}
-	if !allowed(p.Config.Allow, r.RemoteAddr) {
+	if !allowed(p.Config.Allow, in.opts.ClientIP.Of(r)) {
 		return fail(http.StatusForbidden, "forbidden", "source address not allowed")
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
@@ -305,21 +308,11 @@ func authenticate(p Enabled, req *Request, r *http.Request) error {
 	return nil
 }
 
-// allowed reports whether remote (host:port) is in allow; an empty list
-// allows everyone.
-func allowed(allow []netip.Prefix, remote string) bool {
+// allowed reports whether addr is in allow; an empty list allows everyone.
+func allowed(allow []netip.Prefix, addr netip.Addr) bool {
 	if len(allow) == 0 {
 		return true
 	}
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	addr = addr.Unmap()
 	for _, p := range allow {
 		if p.Contains(addr) {
 			return true

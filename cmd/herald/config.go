@@ -38,6 +38,10 @@ type config struct {
 	LogFormat       string
 	SendQueueBytes  int
 	MaxSubs         int
+	TrustedProxies  []netip.Prefix
+	MaxConnsPerIP   int
+	FrameRate       float64
+	FrameBurst      int
 	Providers       map[string]ingress.Config
 }
 
@@ -134,6 +138,26 @@ func settings() []setting {
 			c.MaxSubs, err = positiveInt(v)
 			return err
 		}},
+		{env: "HERALD_TRUSTED_PROXIES", usage: "comma list of CIDRs of load balancers whose X-Forwarded-For names the client", set: func(c *config, v string) (err error) {
+			c.TrustedProxies, err = cidrList(v)
+			return err
+		}},
+		{env: "HERALD_MAX_CONNECTIONS_PER_IP", def: "1000", usage: "websocket connections from one client address; more are closed with 4029", set: func(c *config, v string) (err error) {
+			c.MaxConnsPerIP, err = positiveInt(v)
+			return err
+		}},
+		{env: "HERALD_CLIENT_FRAME_RATE", def: "50", usage: "frames per second one connection may send on average; faster closes it with 4029", set: func(c *config, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f <= 0 {
+				return fmt.Errorf("must be a positive number (got %q)", v)
+			}
+			c.FrameRate = f
+			return nil
+		}},
+		{env: "HERALD_CLIENT_FRAME_BURST", def: "300", usage: "frames one connection may send at once", set: func(c *config, v string) (err error) {
+			c.FrameBurst, err = positiveInt(v)
+			return err
+		}},
 	}
 	for _, p := range providers.All() {
 		list = append(list, providerSettings(p.Slug)...)
@@ -168,21 +192,9 @@ func providerSettings(slug string) []setting {
 			return nil
 		}},
 		{env: prefix + "ALLOW", usage: "comma list of CIDRs allowed to post " + slug + " webhooks", set: func(c *config, v string) error {
-			var nets []netip.Prefix
-			for _, s := range splitList(v) {
-				p, err := netip.ParsePrefix(s)
-				if err != nil {
-					if a, aerr := netip.ParseAddr(s); aerr == nil {
-						p, err = a.Prefix(a.BitLen())
-					}
-				}
-				if err != nil {
-					return fmt.Errorf("%q is not a CIDR", s)
-				}
-				nets = append(nets, p)
-			}
+			nets, err := cidrList(v)
 			with(c, func(pc *ingress.Config) { pc.Allow = nets })
-			return nil
+			return err
 		}},
 		{env: prefix + "TOLERANCE", def: "5m", usage: "maximum age of a signed " + slug + " timestamp", set: func(c *config, v string) error {
 			d, err := positiveDuration(v)
@@ -283,16 +295,16 @@ func printConfig(w io.Writer, c *config) {
 	set("HERALD_LOG_FORMAT", c.LogFormat)
 	set("HERALD_SEND_QUEUE_BYTES", strconv.Itoa(c.SendQueueBytes))
 	set("HERALD_MAX_SUBSCRIPTIONS", strconv.Itoa(c.MaxSubs))
+	set("HERALD_TRUSTED_PROXIES", prefixes(c.TrustedProxies))
+	set("HERALD_MAX_CONNECTIONS_PER_IP", strconv.Itoa(c.MaxConnsPerIP))
+	set("HERALD_CLIENT_FRAME_RATE", strconv.FormatFloat(c.FrameRate, 'f', -1, 64))
+	set("HERALD_CLIENT_FRAME_BURST", strconv.Itoa(c.FrameBurst))
 	for slug, pc := range c.Providers {
 		prefix := "HERALD_INGRESS_" + envSlug(slug) + "_"
 		set(prefix+"SECRET", mask(pc.Secret))
 		set(prefix+"MERCHANT", pc.Merchant)
 		set(prefix+"USER_PREFIX", pc.UserPrefix)
-		var nets []string
-		for _, n := range pc.Allow {
-			nets = append(nets, n.String())
-		}
-		set(prefix+"ALLOW", strings.Join(nets, ","))
+		set(prefix+"ALLOW", prefixes(pc.Allow))
 		set(prefix+"TOLERANCE", pc.Tolerance.String())
 	}
 	keys := make([]string, 0, len(values))
@@ -333,6 +345,32 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// cidrList parses a comma list of CIDRs; a bare address is a /32 or /128.
+func cidrList(v string) ([]netip.Prefix, error) {
+	var nets []netip.Prefix
+	for _, s := range splitList(v) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(s); aerr == nil {
+				p, err = a.Prefix(a.BitLen())
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", s)
+		}
+		nets = append(nets, p)
+	}
+	return nets, nil
+}
+
+func prefixes(nets []netip.Prefix) string {
+	out := make([]string, len(nets))
+	for i, n := range nets {
+		out[i] = n.String()
+	}
+	return strings.Join(out, ",")
 }
 
 func nonEmpty(v string) error {

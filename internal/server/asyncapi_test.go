@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/coder/websocket"
 	"net/http"
 	"strings"
 	"testing"
@@ -177,6 +178,13 @@ func TestAsyncAPI_MatchesTheServer(t *testing.T) {
 	resuming.Send(map[string]any{"type": "subscribe", "channel": "user:8", "since": map[string]any{"offset": 0, "epoch": epoch8}})
 	closed(resuming, 1013)
 	broker.failHistoryAfter(0, nil)
+	flood := heraldtest.Connect(t, n, token)
+	for i := 0; i < 400; i++ {
+		if err := flood.Conn.Write(context.Background(), websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
+			break
+		}
+	}
+	closed(flood, 4029)
 	big := heraldtest.Connect(t, n, token)
 	big.SendRaw([]byte(`{"type":"ping","pad":"` + strings.Repeat("x", 64<<10) + `"}`))
 	closed(big, 1009)

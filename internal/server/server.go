@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"herald/auth"
 	"herald/channels"
 	"herald/hub"
+	"herald/internal/clientip"
 	"herald/ingress"
 	"herald/ingress/providers"
 	"herald/metrics"
@@ -39,6 +41,9 @@ type Config struct {
 	// Providers configures the ingress providers by slug; those without a
 	// secret are disabled.
 	Providers map[string]ingress.Config
+	// TrustedProxies are the load balancers whose X-Forwarded-For names
+	// the client, for per-address limits and provider allow lists.
+	TrustedProxies []netip.Prefix
 	// Hub tunes websocket sessions; Node, Broker, Verifier and Logger are
 	// filled in by New.
 	Hub    hub.Options
@@ -92,6 +97,7 @@ func New(cfg Config) (*Server, error) {
 	broker = metrics.InstrumentBroker(broker, m.Broker)
 	hubOpts := cfg.Hub
 	hubOpts.Metrics = m.Hub
+	hubOpts.ClientIP = clientip.Resolver{Trusted: cfg.TrustedProxies}
 	hubOpts.Node, hubOpts.Broker, hubOpts.Verifier, hubOpts.Logger = cfg.Node, broker, verifier, cfg.Logger
 	h, err := hub.New(hubOpts)
 	if err != nil {
@@ -117,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 		statuses = engine.statuses
 	}
 	in, err := ingress.New(ingress.Options{
+		ClientIP:    clientip.Resolver{Trusted: cfg.TrustedProxies},
 		Broker:      broker,
 		Providers:   enabled,
 		DeadLetters: dead,

@@ -1,0 +1,65 @@
+// Package clientip tells who is really on the other end of a request when
+// herald runs behind load balancers: the connection's address, unless it
+// is a trusted proxy, in which case the nearest untrusted address of
+// X-Forwarded-For. Per-address limits and provider allow lists both depend
+// on getting this right — and on never believing a header that an
+// untrusted peer could have written.
+package clientip
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// Resolver finds a request's client address.
+type Resolver struct {
+	// Trusted lists the proxies whose X-Forwarded-For is believed.
+	Trusted []netip.Prefix
+}
+
+// Of returns the client address of r, or the zero Addr when it cannot be
+// read.
+func (res Resolver) Of(r *http.Request) netip.Addr {
+	addr := remote(r.RemoteAddr)
+	if !res.trusted(addr) {
+		return addr
+	}
+	// Walk X-Forwarded-For from the nearest hop back: the first address
+	// that is not one of our proxies is the client.
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return addr // a malformed chain: trust nothing beyond the proxy
+		}
+		hop = hop.Unmap()
+		if !res.trusted(hop) {
+			return hop
+		}
+		addr = hop
+	}
+	return addr
+}
+
+func (res Resolver) trusted(a netip.Addr) bool {
+	for _, p := range res.Trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func remote(hostport string) netip.Addr {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
