@@ -17,9 +17,9 @@ import (
 	"herald/auth"
 	"herald/channels"
 	"herald/hub"
-	"herald/internal/clientip"
 	"herald/ingress"
 	"herald/ingress/providers"
+	"herald/internal/clientip"
 	"herald/metrics"
 	"herald/web"
 )
