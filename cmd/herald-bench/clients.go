@@ -18,9 +18,10 @@ import (
 )
 
 // dialer opens websocket clients from a set of loopback source addresses,
-// perSource clients each, so that one run never needs more ephemeral ports
-// of one address than the kernel has (PITFALLS: ≈28k, minus those still in
-// TIME_WAIT from the previous run).
+// perSource clients each: herald limits the connections of one client
+// address, and one run must never need more ephemeral ports of one
+// address than the kernel has (≈28k, minus those still in TIME_WAIT from
+// the previous run).
 type dialer struct {
 	url       string // ws://…/ws
 	perSource int

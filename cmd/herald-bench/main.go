@@ -150,7 +150,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.apiKey, "api-key", os.Getenv("HERALD_API_KEY"), "server API key [$HERALD_API_KEY]")
 	fs.StringVar(&o.providerSecret, "provider-secret", os.Getenv("HERALD_BENCH_PROVIDER_SECRET"), "ingress: the providers' secret [$HERALD_BENCH_PROVIDER_SECRET]")
 	fs.StringVar(&sources, "sources", "", "comma list of 127.x.y.z source addresses for the clients [enough consecutive 127.0.0.x, picked at random]")
-	fs.IntVar(&o.perSource, "per-source", 10000, "clients per source address")
+	fs.IntVar(&o.perSource, "per-source", 1000, "clients per source address (herald accepts 1000 connections per client address by default)")
 	fs.IntVar(&o.dialers, "dial-concurrency", 64, "clients connecting at once")
 	fs.IntVar(&o.salt, "salt", rand.IntN(1000), "ingress: 0-999, makes this run's event ids differ from earlier runs' [random]")
 	if err := fs.Parse(args); err != nil {
