@@ -2,8 +2,9 @@
 # The whole test suite, from a clean clone on a fresh Debian machine:
 #   ./test.sh
 # It installs what is missing (scripts/deps.sh), then checks formatting and
-# vet, and runs every test with the race detector: unit, integration (real
-# sockets, real redis-server processes) and browser (headless Chromium).
+# vet, runs every test with the race detector — unit, integration (real
+# sockets, real redis-server processes), browser (headless Chromium) and a
+# chaos run — then each fuzz target briefly.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,3 +18,6 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 -timeout 30m ./... "$@"
+# Every fuzz target for a few seconds beyond its kept corpus (which the
+# line above already replayed).
+scripts/fuzz.sh "${HERALD_FUZZ_SECONDS:-5}"

@@ -81,6 +81,8 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(cfg.Leeway),
+		// Only canonical base64: no second spelling of a signed token.
+		jwt.WithStrictDecoding(),
 	}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
