@@ -117,6 +117,10 @@ func Unknown(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrUnknownEvent, fmt.Sprintf(format, args...))
 }
 
+// maxAmountLength bounds an amount's text: 64 characters hold any real
+// sum, and a hostile 100,000-digit number never reaches a client.
+const maxAmountLength = 64
+
 // maxExponent bounds the exponent an amount may carry: enough for any real
 // currency, too little for "1e999999" to become a problem downstream.
 const maxExponent = 40
@@ -128,6 +132,9 @@ func NewAmount(field string, n json.Number, currency string) (Amount, error) {
 	s := strings.TrimSpace(n.String())
 	if s == "" {
 		return Amount{}, Malformed("%s: empty amount", field)
+	}
+	if len(s) > maxAmountLength {
+		return Amount{}, Malformed("%s: amount of %d characters", field, len(s))
 	}
 	d, err := decimal.NewFromString(s)
 	if err != nil {

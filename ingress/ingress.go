@@ -22,6 +22,10 @@ import (
 // MaxBody is the largest webhook body accepted (413 beyond).
 const MaxBody = 1 << 20
 
+// MaxEventID bounds an event id, which is also a dedup key in the broker:
+// provider ids are short, and a hostile one must not become a huge key.
+const MaxEventID = 512
+
 // Options configure the ingress. Zero values take the defaults in brackets.
 type Options struct {
 	Broker channels.Broker
@@ -200,6 +204,9 @@ func (in *Ingress) complete(ev *Event, slug string, cfg Config, now time.Time) e
 	}
 	if ev.ID == "" || ev.Type == "" || ev.Status == "" {
 		return fmt.Errorf("adapter %s produced an event without id, type or status", slug)
+	}
+	if len(ev.ID) > MaxEventID {
+		return Malformed("event id of %d bytes (at most %d)", len(ev.ID), MaxEventID)
 	}
 	return nil
 }

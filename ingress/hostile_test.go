@@ -1,0 +1,87 @@
+package ingress_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"herald/internal/heraldtest"
+)
+
+// hostileBodies are what an attacker (or a broken provider) might post.
+func hostileBodies() map[string]string {
+	return map[string]string{
+		"deep arrays":        strings.Repeat("[", 100000) + strings.Repeat("]", 100000),
+		"deep objects":       strings.Repeat(`{"a":`, 50000) + "1" + strings.Repeat("}", 50000),
+		"huge exponent":      `{"id":1,"type":"BUY","state":"SUCCESS","pair":"btceur","amount":1e999999}`,
+		"huge number":        `{"id":1,"type":"BUY","state":"SUCCESS","pair":"btceur","amount":` + strings.Repeat("9", 100000) + `}`,
+		"long string":        `{"id":"` + strings.Repeat("x", 500000) + `","type":"BUY","state":"SUCCESS","pair":"btceur","amount":1}`,
+		"duplicate keys":     `{"id":1,"id":{"x":1},"event":"a","event":[1],"kind":"Exchange","kind":7}`,
+		"null":               `null`,
+		"number":             `12345`,
+		"empty":              ``,
+		"nul bytes":          "{\"id\":\"\x00\x00\",\"type\":\"BUY\"}",
+		"invalid utf-8":      "{\"id\":\"\xff\xfe\",\"type\":\"BUY\"}",
+		"not JSON at all":    `<?xml version="1.0"?><webhook/>`,
+		"many keys":          "{" + strings.Repeat(`"k":1,`, 100000) + `"z":1}`,
+		"ids of every shape": `{"id":[1],"requestId":{},"createdDate":7,"level":[],"service":null,"eventType":1,"data":"x","context":5,"time":{}}`,
+	}
+}
+
+// TestHostileInputIsRefusedAndDisturbsNoOne posts hostile bodies to every
+// provider while a client follows a user's channel that a well-behaved
+// provider keeps publishing to: every hostile request gets a 4xx (never a
+// 5xx or a hang), and the follower misses nothing.
+func TestHostileInputIsRefusedAndDisturbsNoOne(t *testing.T) {
+	n := start(t, nil)
+	f := heraldtest.NewFollower("user:84624", heraldtest.Token(t, "84624", ""))
+	if err := f.Connect(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Drop()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	published := 0
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 50; i++ {
+			body := strings.Replace(withdrawal, "58463", fmt.Sprint(100000+i), 1)
+			if status, res := n.Post(t, "/ingress/kriptomat", []byte(body), bearer(heraldtest.ProviderSecret)); status != 200 {
+				t.Errorf("normal webhook: %d %v", status, res)
+				return
+			}
+			published++
+		}
+	}()
+	for _, provider := range heraldtest.Providers() {
+		for name, body := range hostileBodies() {
+			for _, ctype := range []string{"application/json", "text/plain", "application/xml"} {
+				h := bearer(heraldtest.ProviderSecret)
+				h.Set("Content-Type", ctype)
+				start := time.Now()
+				status, res := n.Post(t, "/ingress/"+provider, []byte(body), h)
+				if status >= 500 || status < 400 && status != http.StatusAccepted {
+					t.Errorf("%s, %s, %s: %d %.200v", provider, name, ctype, status, res)
+				}
+				if took := time.Since(start); took > 5*time.Second {
+					t.Errorf("%s, %s: answered after %v", provider, name, took)
+				}
+			}
+		}
+	}
+	wg.Wait()
+	if err := f.WaitFor(uint64(published), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.Stats(); s.Delivered != published || len(s.Gaps) != 0 {
+		t.Fatalf("%+v, want %d delivered", s, published)
+	}
+	if status, _ := n.Get(t, "/readyz"); status != 200 {
+		t.Fatalf("node not ready after the hostile input: %d", status)
+	}
+}
