@@ -153,7 +153,12 @@ function addEvent(data, meta) {
   dtd.append(pre);
   detail.append(dtd);
   btn.addEventListener('click', () => {
-    if (!pre.textContent) pre.textContent = JSON.stringify('raw' in ev ? ev.raw : ev, null, 2);
+    if (!pre.textContent) {
+      // The provider's own digits (2.00, not 2) where the browser can keep them.
+      const exact = meta.exact ? meta.exact() : null;
+      const shown = exact || ev;
+      pre.textContent = JSON.stringify('raw' in shown ? shown.raw : shown, null, 2);
+    }
     detail.hidden = !detail.hidden;
     btn.setAttribute('aria-expanded', String(!detail.hidden));
   });

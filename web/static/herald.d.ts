@@ -107,6 +107,13 @@ export interface PublicationMeta {
   epoch: string;
   /** True for publications delivered by `backfill` from history rather than live. */
   history: boolean;
+  /**
+   * The data again, with every number kept as the JSON text herald sent
+   * (JSON.rawJSON values: `JSON.stringify` prints them digit for digit), for
+   * showing payloads exactly; null where the runtime lacks JSON.rawJSON.
+   * Parsed on demand.
+   */
+  exact(): any | null;
 }
 
 /**

@@ -133,6 +133,34 @@ function wsURL(url) {
  * @property {(e: any) => void} [reject]
  */
 
+/** @returns {null} */
+function noExact() {
+  return null;
+}
+
+/**
+ * Parses a frame again, keeping every number as the JSON text herald sent
+ * (a JSON.rawJSON value), and returns the value at path — so that a
+ * payload can be shown digit for digit: a provider's 2.00 stays 2.00, which
+ * JSON.parse would make 2. Where the runtime lacks JSON.rawJSON (before
+ * Chrome 114, Node 21) it returns null.
+ * @param {string} text
+ * @param {(string | number)[]} path
+ * @returns {any}
+ */
+function exactAt(text, path) {
+  const J = /** @type {any} */ (JSON);
+  if (typeof J.rawJSON !== 'function') return null;
+  // The reviver's third argument (source text access) is newer than the
+  // TypeScript library's JSON.parse signature.
+  /** @type {any} */
+  let v = J.parse(text, function (/** @type {string} */ _key, /** @type {any} */ value, /** @type {any} */ context) {
+    return typeof value === 'number' && context && typeof context.source === 'string' ? J.rawJSON(context.source) : value;
+  });
+  for (const k of path) v = v == null ? undefined : v[k];
+  return v === undefined ? null : v;
+}
+
 /**
  * Opens a client; it starts connecting on the next tick.
  * @type {typeof import('./herald').connect}
@@ -358,8 +386,9 @@ export function connect(options) {
    * @param {number} offset
    * @param {any} data
    * @param {boolean} history
+   * @param {() => any} [exact] the data with its numbers' own digits
    */
-  function deliver(sub, epoch, offset, data, history) {
+  function deliver(sub, epoch, offset, data, history, exact = noExact) {
     const last = positions.get(sub.channel);
     if (last && last.epoch === epoch && offset <= last.offset) {
       stats.duplicatesDropped++;
@@ -374,7 +403,7 @@ export function connect(options) {
     stats.delivered++;
     for (const fn of [...sub.handlers]) {
       try {
-        fn(data, { channel: sub.channel, offset, epoch, history });
+        fn(data, { channel: sub.channel, offset, epoch, history, exact });
       } catch (err) {
         fail('handler_error', 'a handler of ' + sub.channel + ' threw: ' + err, { channel: sub.channel, cause: err });
       }
@@ -526,7 +555,7 @@ export function connect(options) {
         break;
       case 'pub': {
         const sub = subs.get(f.channel);
-        if (sub && sub.state === 'active') deliver(sub, String(f.epoch), Number(f.offset), f.data, false);
+        if (sub && sub.state === 'active') deliver(sub, String(f.epoch), Number(f.offset), f.data, false, () => exactAt(raw, ['data']));
         break;
       }
       case 'subscribed': {
@@ -542,7 +571,7 @@ export function connect(options) {
         break;
       }
       case 'history':
-        if (p && p.kind === 'backfill' && p.sub) onBackfill(p.sub, f);
+        if (p && p.kind === 'backfill' && p.sub) onBackfill(p.sub, f, raw);
         else if (p && p.resolve) p.resolve(f);
         break;
       case 'unsubscribed':
@@ -594,12 +623,14 @@ export function connect(options) {
   /**
    * @param {Sub} sub
    * @param {any} f
+   * @param {string} text the frame as received
    */
-  function onBackfill(sub, f) {
+  function onBackfill(sub, f, text) {
     if (subs.get(sub.channel) !== sub) return;
     sub.state = 'active'; // deliver() accepts publications only while active
     const epoch = String(f.epoch);
-    for (const p of f.publications || []) deliver(sub, epoch, Number(p.offset), p.data, true);
+    (f.publications || []).forEach((/** @type {any} */ p, /** @type {number} */ i) =>
+      deliver(sub, epoch, Number(p.offset), p.data, true, () => exactAt(text, ['publications', i, 'data'])));
     const top = positions.get(sub.channel);
     if (!top || top.epoch !== epoch) remember(sub.channel, { epoch, offset: Number(f.offset) });
     sub.state = 'idle';

@@ -83,6 +83,8 @@ test('the herald --dev link shows an ingress event within a second, styled and w
   await row.locator('button.raw-toggle').click();
   const raw = page.locator('tr.raw:not([hidden]) pre');
   assert.match(await raw.textContent(), /"pair": "btceur"/);
+  assert.match(await raw.textContent(), /"fee": 2\.00,/, 'the raw payload keeps the provider\'s digits');
+  assert.match(await raw.textContent(), /"amount": 0\.0623414132,/);
 
   // A master balance alert stands out; a late PENDING is shown as stale.
   await ingress(node, 'kriptomat', fixture('kriptomat', 'master_balance'), secret);
