@@ -40,13 +40,15 @@ func chosenScale() scale {
 const (
 	merchant = heraldtest.Merchant
 	users    = 20
+	firehose = "merchant:firehose"
 )
 
 // figures are what the run prints.
 type figures struct {
-	acknowledged, duplicatesSent, retries, deliveries atomic.Int64
-	resumes, recovered, gapsAnnounced, tooSlow        atomic.Int64
-	nodeKills, redisRestarts, redisPauses             atomic.Int64
+	acknowledged, apiPublished, duplicatesSent, retries atomic.Int64
+	deliveries                                          atomic.Int64
+	resumes, recovered, gapsAnnounced, tooSlow          atomic.Int64
+	nodeKills, redisRestarts, redisPauses               atomic.Int64
 }
 
 func TestChaos(t *testing.T) {
@@ -58,7 +60,7 @@ func TestChaos(t *testing.T) {
 		"HERALD_JWT_SECRET=" + heraldtest.Secret,
 		"HERALD_API_KEY=" + heraldtest.APIKey,
 		"HERALD_HISTORY_SIZE=100000",
-		"HERALD_SEND_QUEUE_BYTES=262144",
+		"HERALD_SEND_QUEUE_BYTES=131072",
 		"HERALD_LOG_LEVEL=warn",
 	}
 	for _, slug := range heraldtest.Providers() {
@@ -86,11 +88,15 @@ func TestChaos(t *testing.T) {
 		if i%3 == 0 {
 			ch = "merchant:" + merchant
 		}
+		// The slow clients, and as many fast ones, follow the firehose.
+		slow := i < sc.slow
+		if i < 2*sc.slow {
+			ch = firehose
+		}
 		f := heraldtest.NewFollower(ch, mint(t, ch))
 		f.Record = true
-		slow := i < sc.slow*3 && i%3 == 0
 		if slow {
-			f.ReadDelay = 100 * time.Millisecond
+			f.ReadDelay = 50 * time.Millisecond
 			f.HTTPClient = tinyBufferClient()
 		}
 		followers = append(followers, f)
@@ -109,6 +115,14 @@ func TestChaos(t *testing.T) {
 		simulate(t, sc, makers, randomNode, &acked, &fig)
 	}()
 
+	// A busy channel published through the server API, faster than the
+	// slow clients read.
+	firehoseDone := make(chan struct{})
+	go func() {
+		defer close(firehoseDone)
+		pour(t, sc, randomNode, &acked, &fig)
+	}()
+
 	// The chaos.
 	chaosDone := make(chan struct{})
 	go func() {
@@ -117,6 +131,7 @@ func TestChaos(t *testing.T) {
 	}()
 
 	<-webhooksDone
+	<-firehoseDone
 	<-chaosDone
 	stopClients()
 	clientsDone.Wait()
@@ -154,14 +169,17 @@ func TestChaos(t *testing.T) {
 	catchUp.Wait()
 
 	lost, dups := verify(t, logs, &acked, followers, &fig)
-	t.Logf("chaos run: %d nodes, %d clients (%d slow), %d webhooks acknowledged (%d duplicate deliveries sent, %d retries), "+
+	t.Logf("chaos run: %d nodes, %d clients (%d slow), %d webhooks acknowledged (%d duplicate deliveries sent), %d API publications, %d retries, "+
 		"%d deliveries, %d resumes (%d recovered), %d 4009 closes, %d gaps announced; survived %d node kills, %d Redis restarts, %d Redis pauses; "+
 		"events lost: %d, duplicates: %d",
-		sc.nodes, sc.clients, sc.slow, fig.acknowledged.Load(), fig.duplicatesSent.Load(), fig.retries.Load(),
+		sc.nodes, sc.clients, sc.slow, fig.acknowledged.Load(), fig.duplicatesSent.Load(), fig.apiPublished.Load(), fig.retries.Load(),
 		fig.deliveries.Load(), fig.resumes.Load(), fig.recovered.Load(), fig.tooSlow.Load(), fig.gapsAnnounced.Load(),
 		fig.nodeKills.Load(), fig.redisRestarts.Load(), fig.redisPauses.Load(), lost, dups)
 	if lost != 0 || dups != 0 {
 		t.Fatalf("events lost: %d, duplicates: %d", lost, dups)
+	}
+	if sc.slow > 0 && fig.tooSlow.Load() == 0 {
+		t.Errorf("no slow client was closed with 4009: the run did not exercise slow consumers")
 	}
 	if fig.gapsAnnounced.Load() != 0 {
 		t.Errorf("%d gaps announced with AOF on and retention not exceeded", fig.gapsAnnounced.Load())
@@ -257,6 +275,48 @@ func simulate(t *testing.T, sc scale, makers []maker, node func() *heraldtest.No
 	}
 	close(jobs)
 	wg.Wait()
+}
+
+// pour publishes 3 KiB publications to the firehose through the server
+// API at 100 per second for as long as the webhooks run, each until it is
+// answered 200 (with an idempotency key, so a retry never appends twice).
+func pour(t *testing.T, sc scale, node func() *heraldtest.Node, acked *sync.Map, fig *figures) {
+	pad := strings.Repeat("f", 3<<10)
+	runFor := time.Duration(float64(sc.webhooks) / sc.rate * float64(time.Second))
+	start := time.Now()
+	for seq := 0; time.Since(start) < runFor; seq++ {
+		if d := time.Until(start.Add(time.Duration(seq) * 10 * time.Millisecond)); d > 0 {
+			time.Sleep(d)
+		}
+		id := fmt.Sprintf("firehose:%d", seq)
+		body, _ := json.Marshal(map[string]any{"channel": firehose, "idempotency_key": id, "data": map[string]string{"id": id, "pad": pad}})
+		for attempt := 0; ; attempt++ {
+			if attempt > 600 {
+				t.Errorf("%s never acknowledged", id)
+				return
+			}
+			if attempt > 0 {
+				fig.retries.Add(1)
+				time.Sleep(time.Duration(50+rand.IntN(150)) * time.Millisecond)
+			}
+			req, _ := http.NewRequest(http.MethodPost, node().URL+"/v1/publish", bytes.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+heraldtest.APIKey)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				acked.Store(id, []string{firehose})
+				fig.apiPublished.Add(1)
+				break
+			}
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				t.Errorf("publish answered %d", resp.StatusCode)
+				return
+			}
+		}
+	}
 }
 
 // deliver posts one webhook until it is answered 200, and returns the event
