@@ -172,3 +172,25 @@ func TestMint_RoundTrip(t *testing.T) {
 		t.Fatalf("grants %v", got)
 	}
 }
+
+// TestVerify_RefusesASecondSpellingOfASignedToken: base64 leaves unused
+// bits in the last character of the signature; a lenient decoder accepts
+// them set, which makes a different string that verifies.
+func TestVerify_RefusesASecondSpellingOfASignedToken(t *testing.T) {
+	v, _ := auth.NewVerifier(auth.Config{Secret: secret})
+	tok, _ := auth.Mint(secret, auth.NewClaims("42", "", nil, time.Hour, time.Now()))
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, tok[len(tok)-1])
+	// HS256's 32-byte signature is 43 characters: the last one carries 4
+	// bits of data and 2 unused ones.
+	other := tok[:len(tok)-1] + string(alphabet[last|1])
+	if other == tok {
+		other = tok[:len(tok)-1] + string(alphabet[last|2])
+	}
+	if _, err := v.Verify(tok); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(other); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("accepted %q, a second spelling of %q", other, tok)
+	}
+}
