@@ -53,10 +53,15 @@ func benchDeliver(b *testing.B, subscribers int) {
 	conns := make([]*sinkConn, subscribers)
 	for i := range conns {
 		conns[i] = &sinkConn{sink: sink, in: bytes.NewReader(subscribe), closed: make(chan struct{})}
-		go h.ServeHTTP(&hijackable{conn: conns[i]}, upgradeRequest(token))
+		r := upgradeRequest(token)
+		// One address per client, as herald limits connections per address.
+		r.RemoteAddr = fmt.Sprintf("10.%d.%d.%d:40000", i>>16&255, i>>8&255, i&255)
+		go h.ServeHTTP(&hijackable{conn: conns[i]}, r)
 	}
 	// Each session has written connected and subscribed once it is live.
-	sink.await(int64(2 * subscribers))
+	if !sink.await(int64(2*subscribers), time.Minute) {
+		b.Fatalf("%d frames written, want connected and subscribed for each of %d sessions", sink.frames.Load(), subscribers)
+	}
 
 	data := bytes.Repeat([]byte("x"), 1000)
 	data[0], data[len(data)-1] = '"', '"'
@@ -67,7 +72,9 @@ func benchDeliver(b *testing.B, subscribers int) {
 		target := sink.frames.Load() + int64(subscribers)
 		sink.target.Store(target)
 		h.HandlePublication("user:42", channels.Publication{Offset: uint64(i + 1), Epoch: pos.Epoch, Data: data})
-		sink.await(target)
+		if !sink.await(target, time.Minute) {
+			b.Fatalf("publication %d: %d of %d deliveries", i+1, sink.frames.Load()-target+int64(subscribers), subscribers)
+		}
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*subscribers), "ns/delivery")
@@ -127,14 +134,20 @@ func (s *frameSink) add(n int64) {
 	}
 }
 
-func (s *frameSink) await(n int64) {
+// await waits until n frames were written, or reports false after d.
+func (s *frameSink) await(n int64, d time.Duration) bool {
 	s.target.Store(n)
+	deadline := time.Now().Add(d)
 	for s.frames.Load() < n {
+		if time.Now().After(deadline) {
+			return false
+		}
 		select {
 		case <-s.done:
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	return true
 }
 
 // sinkConn serves a few client frames, then blocks reading until closed;
