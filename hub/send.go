@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"context"
+
 	"github.com/coder/websocket"
 )
 
@@ -43,12 +45,21 @@ func (c *client) sendWithin(b []byte, limit int) bool {
 // writeLoop drains the queue and exits when it is empty, so an idle client
 // costs no goroutine. Frames stay counted against the queue bound until they
 // are written.
+//
+// Writes take no context. One that can be cancelled costs a registration
+// with it per frame; a write blocked on a peer that stopped reading ends
+// instead when the session closes the connection, which every way out of
+// a session does.
 func (c *client) writeLoop() {
 	var batch [][]byte
 	for {
 		c.mu.Lock()
 		if c.closing || len(c.queue) == 0 {
 			c.writing = false
+			if !c.closing && cap(c.queue) == 0 {
+				// Keep an array for the next frames: most bursts are one.
+				c.queue = batch[:0]
+			}
 			c.mu.Unlock()
 			return
 		}
@@ -57,7 +68,7 @@ func (c *client) writeLoop() {
 
 		written := 0
 		for i, b := range batch {
-			if err := c.conn.Write(c.ctx, websocket.MessageText, b); err != nil {
+			if err := c.conn.Write(context.Background(), websocket.MessageText, b); err != nil {
 				c.mu.Lock()
 				c.writing = false
 				c.mu.Unlock()
