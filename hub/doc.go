@@ -10,5 +10,7 @@
 // are queued for every subscriber. Every client has a bounded send queue
 // (send.go) drained by a writer goroutine that exists only while there is
 // something to write; a client whose queue overflows is closed with 4009 and
-// never slows the publisher or other clients.
+// never slows the publisher or other clients. Below the library, wire.go
+// swaps net/http's 4 KiB buffers for small ones and writes each frame, or a
+// queued batch of them, in one system call.
 package hub

@@ -244,7 +244,8 @@ func (h *Hub) unregister(c *client) {
 	h.sessions.Done()
 }
 
-// ServeHTTP upgrades GET /ws and runs the session until it ends.
+// ServeHTTP upgrades GET /ws and starts the session; it does not wait for
+// the session to end (Drain and Close do).
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.RLock()
 	draining := h.draining
@@ -263,7 +264,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	up := &upgrader{ResponseWriter: w}
+	conn, err := websocket.Accept(up, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{Subprotocol},
 		OriginPatterns: h.opts.OriginPatterns,
 	})
@@ -274,6 +276,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	conn.SetReadLimit(h.opts.MaxFrameBytes)
 	c := newClient(h, conn, h.opts.ClientIP.Of(r))
+	c.wire = up.wire
 	switch h.register(c) {
 	case StatusShuttingDown:
 		conn.Close(StatusShuttingDown, "node shutting down")
@@ -283,8 +286,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		conn.Close(StatusRateLimited, "too many connections from your address")
 		return
 	}
-	defer h.unregister(c)
-	c.run(claims)
+	// The session runs on a goroutine of its own and the handler returns:
+	// net/http's connection state, with its 4 KiB read and write buffers,
+	// is then freed rather than kept for the session's life, and the
+	// session's stack does not carry the server's frames.
+	go func() {
+		defer h.unregister(c)
+		c.run(claims)
+	}()
 }
 
 // bearer returns the token of an "Authorization: Bearer" header.

@@ -68,6 +68,8 @@ func (c *client) writeLoop() {
 
 		written := 0
 		for i, b := range batch {
+			// A batch goes out in one system call, with its last frame.
+			c.wire.hold(i < len(batch)-1)
 			if err := c.conn.Write(context.Background(), websocket.MessageText, b); err != nil {
 				c.mu.Lock()
 				c.writing = false

@@ -20,6 +20,9 @@ import (
 type client struct {
 	hub  *Hub
 	conn *websocket.Conn
+	// wire is conn's connection; the writer holds it while a batch of
+	// frames is being written, so they go out in one system call.
+	wire *wire
 	id   string
 	ip   netip.Addr
 	// frames limits how fast the client may send.

@@ -1,0 +1,61 @@
+package hub_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"herald/internal/heraldtest"
+)
+
+// A client may send its first frame in the same packet as the upgrade
+// request; the hub must read it, not lose it with net/http's buffer.
+func TestUpgrade_FrameSentWithTheRequestIsRead(t *testing.T) {
+	n := start(t, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(n.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+
+	payload := `{"id":1,"type":"connect","token":"` + heraldtest.Token(t, "42", "") + `"}`
+	var req bytes.Buffer
+	req.WriteString("GET /ws HTTP/1.1\r\nHost: herald\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	req.Write([]byte{0x81, 0x80 | 126, 0, 0, 0, 0, 0, 0}) // masked with key 0
+	binary.BigEndian.PutUint16(req.Bytes()[req.Len()-6:], uint16(len(payload)))
+	req.WriteString(payload)
+	if _, err := conn.Write(req.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answered %v, %v", resp, err)
+	}
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	size := int(head[1] & 0x7f)
+	if size == 126 {
+		var ext [2]byte
+		_, _ = io.ReadFull(r, ext[:])
+		size = int(binary.BigEndian.Uint16(ext[:]))
+	}
+	frame := make([]byte, size)
+	if _, err := io.ReadFull(r, frame); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(frame, []byte(`"type":"connected"`)) || !bytes.Contains(frame, []byte(`"id":1`)) {
+		t.Fatalf("first frame %s, want the answer to the connect frame", frame)
+	}
+}

@@ -1,0 +1,109 @@
+package hub
+
+import (
+	"bytes"
+	"net"
+	"testing"
+)
+
+// recordingConn keeps each Write as one chunk.
+type recordingConn struct {
+	net.Conn
+	writes [][]byte
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+// frameOf is an unmasked server frame with the given opcode.
+func frameOf(opcode byte, payload string) []byte {
+	h := []byte{0x80 | opcode}
+	switch n := len(payload); {
+	case n <= 125:
+		h = append(h, byte(n))
+	case n <= 0xffff:
+		h = append(h, 126, byte(n>>8), byte(n))
+	default:
+		h = append(h, 127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(h, payload...)
+}
+
+// writePieces writes b as the library's small buffer does: a few bytes,
+// then the rest.
+func writePieces(t *testing.T, w *wire, b []byte) {
+	t.Helper()
+	for _, p := range [][]byte{b[:3], b[3:]} {
+		if n, err := w.Write(p); n != len(p) || err != nil {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+	}
+}
+
+func TestWire_WritesEachFrameWholeOnceComplete(t *testing.T) {
+	c := &recordingConn{}
+	w := &wire{Conn: c}
+	for _, payload := range []string{"short", string(bytes.Repeat([]byte("x"), 300)), string(bytes.Repeat([]byte("y"), 70000))} {
+		f := frameOf(0x1, payload)
+		writePieces(t, w, f)
+		if got := c.writes[len(c.writes)-1]; !bytes.Equal(got, f) {
+			t.Fatalf("wrote %d bytes, want the %d-byte frame whole", len(got), len(f))
+		}
+	}
+	if len(c.writes) != 3 {
+		t.Fatalf("%d writes for 3 frames", len(c.writes))
+	}
+}
+
+func TestWire_HeldFramesGoOutWithTheFirstAfterRelease(t *testing.T) {
+	c := &recordingConn{}
+	w := &wire{Conn: c}
+	var want []byte
+	w.hold(true)
+	for _, s := range []string{"one", "two", "three"} {
+		f := frameOf(0x1, s)
+		want = append(want, f...)
+		writePieces(t, w, f)
+	}
+	if len(c.writes) != 0 {
+		t.Fatalf("held frames written: %q", c.writes)
+	}
+	w.hold(false)
+	last := frameOf(0x1, "four")
+	want = append(want, last...)
+	writePieces(t, w, last)
+	if len(c.writes) != 1 || !bytes.Equal(c.writes[0], want) {
+		t.Fatalf("writes %q, want one of %q", c.writes, want)
+	}
+}
+
+func TestWire_ControlFramesAreNeverHeld(t *testing.T) {
+	c := &recordingConn{}
+	w := &wire{Conn: c}
+	w.hold(true)
+	data, ping := frameOf(0x1, "data"), frameOf(0x9, "")
+	writePieces(t, w, data)
+	if _, err := w.Write(ping); err != nil {
+		t.Fatal(err)
+	}
+	if want := append(bytes.Clone(data), ping...); len(c.writes) != 1 || !bytes.Equal(c.writes[0], want) {
+		t.Fatalf("writes %q, want the gathered frame and the ping at once", c.writes)
+	}
+}
+
+func TestWire_HoldingStopsAtMaxGather(t *testing.T) {
+	c := &recordingConn{}
+	w := &wire{Conn: c}
+	w.hold(true)
+	f := frameOf(0x1, string(bytes.Repeat([]byte("z"), 1000)))
+	n := 0
+	for len(c.writes) == 0 {
+		writePieces(t, w, f)
+		n++
+	}
+	if got := len(c.writes[0]); got < maxGather || got > maxGather+len(f) {
+		t.Fatalf("first write of %d bytes after %d frames, want just past %d", got, n, maxGather)
+	}
+}
