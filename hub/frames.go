@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -171,13 +172,67 @@ type errorFrame struct {
 	Message string `json:"message"`
 }
 
-// encode marshals a server frame. The types above cannot fail to encode.
-func encode(v any) []byte {
+// marshal encodes a server frame's JSON. The types above cannot fail to
+// encode.
+func marshal(v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic("hub: encoding a server frame: " + err.Error())
 	}
 	return b
+}
+
+// encode makes a server frame ready for the wire: its JSON in a websocket
+// text frame.
+func encode(v any) []byte {
+	msg := marshal(v)
+	f := make([]byte, headerLen(len(msg)), headerLen(len(msg))+len(msg))
+	putHeader(f, len(msg))
+	return append(f, msg...)
+}
+
+// maxHeader is the longest header of a frame the server sends.
+const maxHeader = 10
+
+// headerLen is the header length of a server frame of n payload bytes
+// (RFC 6455 §5.2: unmasked, 7-bit, 16-bit or 64-bit length).
+func headerLen(n int) int {
+	switch {
+	case n <= 125:
+		return 2
+	case n <= 0xffff:
+		return 4
+	}
+	return maxHeader
+}
+
+// putHeader writes the header of a final, unmasked text frame of n
+// payload bytes at the start of f.
+func putHeader(f []byte, n int) {
+	f[0] = 0x80 | 0x1 // FIN, text
+	switch headerLen(n) {
+	case 2:
+		f[1] = byte(n)
+	case 4:
+		f[1] = 126
+		binary.BigEndian.PutUint16(f[2:], uint16(n))
+	default:
+		f[1] = 127
+		binary.BigEndian.PutUint64(f[2:], uint64(n))
+	}
+}
+
+// pubFrame encodes a publication straight into a websocket text frame,
+// with one allocation. It is made once per publication and written as it
+// is to every subscriber: framing, like encoding, is not repeated per
+// subscriber.
+func pubFrame(channel string, p channels.Publication) []byte {
+	b := make([]byte, maxHeader, maxHeader+pubFixed+len(channel)+len(p.Epoch)+len(p.Data))
+	b = appendPub(b, channel, p)
+	n := len(b) - maxHeader
+	f := b[maxHeader-headerLen(n):]
+	putHeader(f, n)
+	return f
 }
 
 // The fixed parts of a pub frame.

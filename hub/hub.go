@@ -260,7 +260,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if claims, err = h.opts.Verifier.Verify(token); err != nil {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write(encode(map[string]string{"error": err.Error()}))
+			_, _ = w.Write(marshal(map[string]string{"error": err.Error()}))
 			return
 		}
 	}

@@ -1,12 +1,11 @@
 package hub
 
 import (
-	"context"
-
 	"github.com/coder/websocket"
 )
 
-// send queues a frame for the client. It never blocks: if the queue would
+// send queues a frame for the client: a complete websocket frame, as
+// encode and pubFrame make them. It never blocks: if the queue would
 // exceed its bound the client is closed with 4009 instead. It reports
 // whether the frame was queued. Frames may be shared between clients and
 // must not be modified afterwards.
@@ -46,10 +45,11 @@ func (c *client) sendWithin(b []byte, limit int) bool {
 // costs no goroutine. Frames stay counted against the queue bound until they
 // are written.
 //
-// Writes take no context. One that can be cancelled costs a registration
-// with it per frame; a write blocked on a peer that stopped reading ends
-// instead when the session closes the connection, which every way out of
-// a session does.
+// Frames go to the wire as they are, past coder/websocket's writer: they
+// are complete already, and the library would take its locks and copy
+// each through its buffer again. A write blocked on a peer that stopped
+// reading ends when the session closes the connection, which every way
+// out of a session does.
 func (c *client) writeLoop() {
 	var batch [][]byte
 	for {
@@ -70,7 +70,7 @@ func (c *client) writeLoop() {
 		for i, b := range batch {
 			// A batch goes out in one system call, with its last frame.
 			c.wire.hold(i < len(batch)-1)
-			if err := c.conn.Write(context.Background(), websocket.MessageText, b); err != nil {
+			if err := c.wire.writeFrame(b); err != nil {
 				c.mu.Lock()
 				c.writing = false
 				c.mu.Unlock()

@@ -20,8 +20,8 @@ import (
 type client struct {
 	hub  *Hub
 	conn *websocket.Conn
-	// wire is conn's connection; the writer holds it while a batch of
-	// frames is being written, so they go out in one system call.
+	// wire is conn's connection: the writer goroutine writes the queued
+	// frames to it directly, a batch in one system call.
 	wire *wire
 	id   string
 	ip   netip.Addr

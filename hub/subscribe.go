@@ -69,7 +69,7 @@ func (h *Hub) HandlePublication(channel string, pub channels.Publication) {
 	if len(hc.subs) == 0 {
 		return
 	}
-	ev := event{pub: pub, frame: appendPub(nil, channel, pub)}
+	ev := event{pub: pub, frame: pubFrame(channel, pub)}
 	delivered := 0
 	for s := range hc.subs {
 		if s.deliver(ev) {
@@ -226,7 +226,7 @@ func (s *subscription) queueMissed(pubs []channels.Publication, target uint64) {
 		if p.Offset <= s.last || p.Offset > target {
 			continue
 		}
-		if !s.c.sendWithin(appendPub(nil, s.hc.name, p), s.c.hub.opts.SendQueueBytes/2) {
+		if !s.c.sendWithin(pubFrame(s.hc.name, p), s.c.hub.opts.SendQueueBytes/2) {
 			break
 		}
 		s.last = p.Offset

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -61,86 +62,142 @@ func (u *upgrader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return u.wire, bufio.NewReadWriter(r, bufio.NewWriterSize(u.wire, writeBufferSize)), nil
 }
 
-// wire is a hijacked connection as coder/websocket writes to it. The
-// library flushes its writer at the end of every message, in pieces as
-// small as its buffer; wire gathers them and writes each frame once it is
-// complete, in one system call. While held — the session's writer has
-// more frames queued — it keeps gathering, so that a client that fell
-// behind gets its backlog in a few large writes instead of one per frame.
-// Control frames (ping, pong, close) are never held back.
+// wire is a hijacked connection with everything written to it going
+// through one place. The hub writes its own frames (writeFrame): complete
+// text frames it built once — a publication's once for all its
+// subscribers — so that a delivery is one system call and nothing else.
+// coder/websocket writes the rest (pings, pongs, the close handshake)
+// through Write, in pieces as small as its buffer; wire gathers those and
+// writes each frame once it is whole.
 //
-// The library writes a connection under one lock of its own, so Write is
-// never called concurrently; wire's lock only guards its buffer against
-// Close, and is not held across the network write.
+// While held (the session's writer has more frames queued) wire gathers
+// the hub's frames too, up to maxGather, so that a client that fell behind
+// — a resume's missed publications above all — gets its backlog in a few
+// large writes instead of one per frame. Control frames are never held
+// back, and after a close frame no data frame goes out.
+//
+// One goroutine writes to the connection at a time, the others leave what
+// they gathered to it, so frames keep their order and no lock is held
+// across the network write.
 type wire struct {
 	net.Conn
 	held atomic.Bool
 
-	mu    sync.Mutex
-	buf   *[]byte // gathered bytes, from gatherPool; nil when there are none
-	whole int     // length of the prefix of buf made of complete frames
+	mu        sync.Mutex
+	buf       *[]byte // gathered bytes, from gatherPool; nil when there are none
+	whole     int     // length of the prefix of buf made of complete frames
+	urgent    bool    // a control frame is gathered
+	flushing  bool    // a goroutine is writing; it writes what is gathered meanwhile
+	closeSent bool    // a close frame was gathered: no data frame may follow
 }
 
 var gatherPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // hold makes wire gather complete frames rather than write them (on) or
 // go back to writing each (off): the next complete frame then goes out
-// with everything gathered before it. A nil wire does not gather.
-func (w *wire) hold(on bool) {
-	if w != nil {
-		w.held.Store(on)
+// with everything gathered before it.
+func (w *wire) hold(on bool) { w.held.Store(on) }
+
+// writeFrame writes a complete frame built by the hub. It is only called
+// by the session's writer goroutine.
+func (w *wire) writeFrame(f []byte) error {
+	w.mu.Lock()
+	if w.closeSent {
+		w.mu.Unlock()
+		return net.ErrClosed
 	}
+	if w.buf == nil && !w.flushing && !w.held.Load() {
+		// The common case: nothing gathered, nobody writing. f goes out
+		// as it is, without a copy.
+		w.flushing = true
+		w.mu.Unlock()
+		_, err := w.Conn.Write(f)
+		w.mu.Lock()
+		w.flushing = false
+		if err != nil {
+			w.mu.Unlock()
+			return err
+		}
+		return w.flush()
+	}
+	// Ahead of any frame the library is half way through writing.
+	b := w.gatherBuf()
+	b = slices.Insert(b, w.whole, f...)
+	*w.buf = b
+	w.whole += len(f)
+	return w.flush()
 }
 
-// Write gathers p and writes out the complete frames when it should.
+// Write is how coder/websocket writes: it gathers p and writes out the
+// complete frames when it should.
 func (w *wire) Write(p []byte) (int, error) {
 	w.mu.Lock()
+	b := append(w.gatherBuf(), p...)
+	*w.buf = b
+	n, control, closing := wholeFrames(b[w.whole:])
+	w.whole += n
+	w.urgent = w.urgent || control
+	w.closeSent = w.closeSent || closing
+	return len(p), w.flush()
+}
+
+func (w *wire) gatherBuf() []byte {
 	if w.buf == nil {
 		w.buf = gatherPool.Get().(*[]byte)
 	}
-	*w.buf = append(*w.buf, p...)
-	b := *w.buf
-	n, control := wholeFrames(b[w.whole:])
-	w.whole += n
-	// Keep gathering while held, and while a frame is half written: its
-	// end follows at once and goes out with what came before.
-	if w.whole == 0 || (!control && w.whole < maxGather && (w.held.Load() || w.whole < len(b))) {
-		w.mu.Unlock()
-		return len(p), nil
-	}
-	out, whole := w.buf, w.whole
-	w.buf, w.whole = nil, 0
-	if tail := b[whole:]; len(tail) > 0 {
-		// The start of the next frame stays gathered.
-		w.buf = gatherPool.Get().(*[]byte)
-		*w.buf = append(*w.buf, tail...)
-	}
-	w.mu.Unlock()
-	_, err := w.Conn.Write(b[:whole])
-	if cap(b) <= 2*maxGather {
-		*out = b[:0]
-		gatherPool.Put(out)
-	}
-	return len(p), err
+	return *w.buf
 }
 
-// Close closes the connection and drops what was gathered.
+// flush writes out the gathered complete frames, unless someone else is
+// writing (they will), it is held, or a frame is half written (its end
+// follows at once). w.mu is held on entry and released on return.
+func (w *wire) flush() error {
+	var err error
+	for !w.flushing && w.whole > 0 && err == nil {
+		b := *w.buf
+		if !w.urgent && w.whole < maxGather && (w.held.Load() || w.whole < len(b)) {
+			break
+		}
+		out, whole := w.buf, w.whole
+		w.buf, w.whole, w.urgent = nil, 0, false
+		if tail := b[whole:]; len(tail) > 0 {
+			w.buf = gatherPool.Get().(*[]byte)
+			*w.buf = append(*w.buf, tail...)
+		}
+		w.flushing = true
+		w.mu.Unlock()
+		_, err = w.Conn.Write(b[:whole])
+		if cap(b) <= 2*maxGather {
+			*out = b[:0]
+			gatherPool.Put(out)
+		}
+		w.mu.Lock()
+		w.flushing = false
+	}
+	w.mu.Unlock()
+	return err
+}
+
+// Close closes the connection, which ends a write blocked on it, and
+// drops what was gathered.
 func (w *wire) Close() error {
+	err := w.Conn.Close()
 	w.mu.Lock()
 	w.buf, w.whole = nil, 0
 	w.mu.Unlock()
-	return w.Conn.Close()
+	return err
 }
 
 // wholeFrames returns the length of the complete websocket frames at the
-// start of b, and whether one of them is a control frame.
-func wholeFrames(b []byte) (n int, control bool) {
+// start of b, and whether one of them is a control frame, or a close frame.
+func wholeFrames(b []byte) (n int, control, closing bool) {
 	for {
 		size, ok := frameSize(b[n:])
 		if !ok || size > len(b)-n {
-			return n, control
+			return n, control, closing
 		}
 		control = control || b[n]&0x08 != 0
+		closing = closing || b[n]&0x0f == 0x8
 		n += size
 	}
 }

@@ -62,9 +62,15 @@ func TestWire_HeldFramesGoOutWithTheFirstAfterRelease(t *testing.T) {
 	w := &wire{Conn: c}
 	var want []byte
 	w.hold(true)
-	for _, s := range []string{"one", "two", "three"} {
+	for i, s := range []string{"one", "two", "three"} {
 		f := frameOf(0x1, s)
 		want = append(want, f...)
+		if i == 1 {
+			if err := w.writeFrame(f); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		writePieces(t, w, f)
 	}
 	if len(c.writes) != 0 {
@@ -105,5 +111,50 @@ func TestWire_HoldingStopsAtMaxGather(t *testing.T) {
 	}
 	if got := len(c.writes[0]); got < maxGather || got > maxGather+len(f) {
 		t.Fatalf("first write of %d bytes after %d frames, want just past %d", got, n, maxGather)
+	}
+}
+
+func TestWire_HubFramesGoOutAsTheyAre(t *testing.T) {
+	c := &recordingConn{}
+	w := &wire{Conn: c}
+	f := frameOf(0x1, "publication")
+	if err := w.writeFrame(f); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.writes) != 1 || !bytes.Equal(c.writes[0], f) {
+		t.Fatalf("writes %q, want %q", c.writes, f)
+	}
+}
+
+func TestWire_HubFramesGoAheadOfAHalfWrittenLibraryFrame(t *testing.T) {
+	c := &recordingConn{}
+	w := &wire{Conn: c}
+	pong := frameOf(0xA, "")
+	mine := frameOf(0x1, "mine")
+	if _, err := w.Write(pong[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeFrame(mine); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(pong[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if want := append(bytes.Clone(mine), pong...); len(c.writes) != 1 || !bytes.Equal(c.writes[0], want) {
+		t.Fatalf("writes %q, want %q", c.writes, want)
+	}
+}
+
+func TestWire_NoDataFrameAfterAClose(t *testing.T) {
+	c := &recordingConn{}
+	w := &wire{Conn: c}
+	if _, err := w.Write(frameOf(0x8, "\x0f\xa1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeFrame(frameOf(0x1, "late")); err == nil {
+		t.Fatal("a data frame was accepted after the close frame")
+	}
+	if len(c.writes) != 1 {
+		t.Fatalf("writes %q, want only the close frame", c.writes)
 	}
 }
