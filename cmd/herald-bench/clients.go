@@ -161,14 +161,18 @@ type sendTimes interface {
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// readLoop counts the client's frames until ctx ends or the connection
-// fails. done is called when it returns.
-func (c *client) readLoop(ctx context.Context, clock time.Time, times sendTimes, t *tally, done func()) {
+// readLoop counts the client's frames until the connection ends; done is
+// called when it returns. The end of the run is told by stopped, so that
+// the closes that end it are not counted as errors. Reads take no
+// context: one that can be cancelled costs coder/websocket a registration
+// per read, and the harness must stay cheap per delivery.
+func (c *client) readLoop(stopped *atomic.Bool, clock time.Time, times sendTimes, t *tally, done func()) {
 	defer done()
+	ctx := context.Background()
 	for {
 		_, r, err := c.conn.Reader(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
+			if !stopped.Load() {
 				t.readErrors.Add(1)
 			}
 			return
@@ -181,7 +185,7 @@ func (c *client) readLoop(ctx context.Context, clock time.Time, times sendTimes,
 		}
 		bufPool.Put(buf)
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+			if !stopped.Load() && !errors.Is(err, io.EOF) {
 				t.readErrors.Add(1)
 			}
 			return

@@ -223,20 +223,20 @@ func (b *bench) fail(counter *int64, err error) {
 }
 
 // readAll starts every client's read loop; the returned function stops
-// them and closes the connections.
+// them by closing the connections.
 func (b *bench) readAll(clients []*client, times sendTimes) func() {
-	ctx, cancel := context.WithCancel(context.Background())
+	var stopped atomic.Bool
 	var wg sync.WaitGroup
 	for _, c := range clients {
 		if c != nil {
 			wg.Add(1)
-			go c.readLoop(ctx, b.clock, times, &b.t, wg.Done)
+			go c.readLoop(&stopped, b.clock, times, &b.t, wg.Done)
 		}
 	}
 	return func() {
-		cancel()
-		wg.Wait()
+		stopped.Store(true)
 		closeAll(clients)
+		wg.Wait()
 	}
 }
 
