@@ -1,6 +1,9 @@
 package hub
 
 import (
+	"runtime"
+	"slices"
+
 	"github.com/coder/websocket"
 )
 
@@ -10,24 +13,96 @@ import (
 // whether the frame was queued. Frames may be shared between clients and
 // must not be modified afterwards.
 func (c *client) send(b []byte) bool {
+	queued, start := c.enqueue(b)
+	if start {
+		go c.writeLoop()
+	}
+	return queued
+}
+
+// enqueue queues a frame as send does but leaves the client's writer to
+// the caller: start reports that the client had none, and that the caller
+// must start one (writeLoop, or writeNow after a fan-out).
+func (c *client) enqueue(b []byte) (queued, start bool) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return false
+		return false, false
 	}
 	if c.queued+len(b) > c.hub.opts.SendQueueBytes {
 		c.mu.Unlock()
 		c.closeWith(StatusTooSlow, "send queue overflow")
-		return false
+		return false, false
 	}
 	c.queue = append(c.queue, b)
 	c.queued += len(b)
-	if !c.writing {
-		c.writing = true
+	start = !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	return true, start
+}
+
+// fanoutChunk is how many clients one fan-out writer takes on at least; a
+// larger fan-out has more writers, up to one per CPU.
+const fanoutChunk = 64
+
+// writeOut starts the writers of the clients a fan-out left with a frame
+// to write and no writer: a few goroutines share them, each client's
+// frame written without blocking (writeNow), instead of a goroutine per
+// client.
+func writeOut(ready []*client) {
+	if len(ready) == 0 {
+		return
+	}
+	writers := min(runtime.GOMAXPROCS(0), (len(ready)+fanoutChunk-1)/fanoutChunk)
+	per := (len(ready) + writers - 1) / writers
+	for i := 0; i < len(ready); i += per {
+		part := ready[i:min(i+per, len(ready))]
+		go func() {
+			for _, c := range part {
+				c.writeNow()
+			}
+		}()
+	}
+}
+
+// writeNow is the client's writer for as long as it need not wait: it
+// writes the one queued frame if the socket takes it at once, and hands
+// anything else — more frames, a full socket, a partial write — to a
+// writer goroutine of the client's own (writeLoop), which may block. A
+// client that keeps up with a fan-out then costs no goroutine.
+func (c *client) writeNow() {
+	c.mu.Lock()
+	if c.closing || len(c.queue) != 1 {
+		c.mu.Unlock()
 		go c.writeLoop()
+		return
+	}
+	f := c.queue[0]
+	c.mu.Unlock()
+	n, pending, err := c.wire.tryWrite(f)
+	switch {
+	case err != nil:
+		c.writeFailed()
+		return
+	case n == 0:
+		go c.writeLoop()
+		return
+	}
+	// f is written, or its rest kept by the wire to go out first.
+	c.mu.Lock()
+	if len(c.queue) > 0 { // not dropped by a close meanwhile
+		c.queue = slices.Delete(c.queue, 0, 1)
+		c.written(len(f))
+	}
+	done := c.closing || (n == len(f) && !pending && len(c.queue) == 0)
+	if done {
+		c.writing = false
 	}
 	c.mu.Unlock()
-	return true
+	if !done {
+		go c.writeLoop()
+	}
 }
 
 // sendWithin queues a frame only if the queue then holds at most limit
@@ -51,6 +126,11 @@ func (c *client) sendWithin(b []byte, limit int) bool {
 // reading ends when the session closes the connection, which every way
 // out of a session does.
 func (c *client) writeLoop() {
+	// First what the wire kept from a partial write.
+	if err := c.wire.flushKept(); err != nil {
+		c.writeFailed()
+		return
+	}
 	var batch [][]byte
 	for {
 		c.mu.Lock()
@@ -71,23 +151,35 @@ func (c *client) writeLoop() {
 			// A batch goes out in one system call, with its last frame.
 			c.wire.hold(i < len(batch)-1)
 			if err := c.wire.writeFrame(b); err != nil {
-				c.mu.Lock()
-				c.writing = false
-				c.mu.Unlock()
-				c.closeNow(websocket.StatusAbnormalClosure)
+				c.writeFailed()
 				return
 			}
 			written += len(b)
 			batch[i] = nil
 		}
 		c.mu.Lock()
-		c.queued -= written
-		if c.room != nil && c.queued <= c.roomAt {
-			close(c.room)
-			c.room = nil
-		}
+		c.written(written)
 		c.mu.Unlock()
 	}
+}
+
+// written uncounts n bytes of frames written from the queue, and wakes a
+// resume waiting for room. c.mu is held.
+func (c *client) written(n int) {
+	c.queued -= n
+	if c.room != nil && c.queued <= c.roomAt {
+		close(c.room)
+		c.room = nil
+	}
+}
+
+// writeFailed ends the session after a write failed: the connection is
+// broken.
+func (c *client) writeFailed() {
+	c.mu.Lock()
+	c.writing = false
+	c.mu.Unlock()
+	c.closeNow(websocket.StatusAbnormalClosure)
 }
 
 // waitRoom blocks until at most limit bytes wait to be written to the

@@ -65,17 +65,20 @@ func (h *Hub) HandlePublication(channel string, pub channels.Publication) {
 		return
 	}
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
 	if len(hc.subs) == 0 {
+		hc.mu.Unlock()
 		return
 	}
 	ev := event{pub: pub, frame: pubFrame(channel, pub)}
 	delivered := 0
+	ready := make([]*client, 0, len(hc.subs))
 	for s := range hc.subs {
-		if s.deliver(ev) {
+		if s.deliver(ev, &ready) {
 			delivered++
 		}
 	}
+	hc.mu.Unlock()
+	writeOut(ready)
 	// Once per publication, not per subscriber: the fan-out stays one
 	// atomic add away from uninstrumented.
 	h.opts.Metrics.Delivered(delivered)
@@ -95,15 +98,17 @@ func (h *Hub) HandleReset(channel string, pos channels.Position, reason string) 
 	defer hc.mu.Unlock()
 	ev := event{pub: channels.Publication{Offset: pos.Offset, Epoch: pos.Epoch}, reset: true, reason: reason}
 	for s := range hc.subs {
-		s.deliver(ev)
+		s.deliver(ev, nil)
 	}
 }
 
 // deliver hands one event to the client, keeping the protocol's promise:
 // offsets strictly increase within an epoch, and any gap or change of epoch
 // is announced by a subscribed frame with recovered:false. hc.mu is held.
-// It reports whether a pub frame was queued.
-func (s *subscription) deliver(ev event) bool {
+// It reports whether a pub frame was queued. When ready is not nil, a
+// client that needs a writer for it is added there rather than given one
+// (see writeOut).
+func (s *subscription) deliver(ev event, ready *[]*client) bool {
 	if s.recovering {
 		s.pending = append(s.pending, ev)
 		s.pendingBytes += len(ev.frame)
@@ -128,9 +133,15 @@ func (s *subscription) deliver(ev event) bool {
 	if p.Offset != s.last+1 {
 		s.announceGap(p.Epoch, p.Offset-1, channels.ReasonOffsetExpired)
 	}
-	sent := s.c.send(ev.frame)
 	s.last = p.Offset
-	return sent
+	if ready == nil {
+		return s.c.send(ev.frame)
+	}
+	queued, start := s.c.enqueue(ev.frame)
+	if start {
+		*ready = append(*ready, s.c)
+	}
+	return queued
 }
 
 // announceGap tells the client it missed publications and continues from
@@ -294,7 +305,7 @@ func (s *subscription) finishRecovery() {
 	s.recovering = false
 	delivered := 0
 	for _, ev := range s.pending {
-		if s.deliver(ev) {
+		if s.deliver(ev, nil) {
 			delivered++
 		}
 	}

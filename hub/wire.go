@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // What a connection is read and written through. On hijack net/http hands
@@ -45,6 +46,11 @@ func (u *upgrader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	u.wire = &wire{Conn: conn}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			u.wire.raw, u.wire.try = raw, newRawWrite()
+		}
+	}
 	// net/http may have read what the client sent right after the upgrade
 	// request. Accept keeps what the returned reader has buffered, so it
 	// goes into ours first.
@@ -81,6 +87,10 @@ func (u *upgrader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // across the network write.
 type wire struct {
 	net.Conn
+	// raw writes without waiting (tryWrite); nil when the connection has
+	// no file descriptor.
+	raw  syscall.RawConn
+	try  *rawWrite
 	held atomic.Bool
 
 	mu        sync.Mutex
@@ -125,6 +135,80 @@ func (w *wire) writeFrame(f []byte) error {
 	b = slices.Insert(b, w.whole, f...)
 	*w.buf = b
 	w.whole += len(f)
+	return w.flush()
+}
+
+// tryWrite writes a complete frame built by the hub if the socket takes
+// it at once, and never waits. It writes nothing (n = 0) when the socket
+// is full, the connection has no descriptor, or the wire is busy
+// (gathering, held or writing); the caller then writes f the usual way.
+// When the socket took part of f (0 < n < len(f)) the wire keeps the rest
+// to go out before anything else. pending reports that the wire holds
+// bytes to flush (that rest, or frames the library wrote meanwhile): the
+// caller must then start a writer, whose flushKept writes them.
+func (w *wire) tryWrite(f []byte) (n int, pending bool, err error) {
+	if w.raw == nil {
+		return 0, false, nil
+	}
+	w.mu.Lock()
+	if w.closeSent {
+		w.mu.Unlock()
+		return 0, false, net.ErrClosed
+	}
+	if w.buf != nil || w.flushing || w.held.Load() {
+		w.mu.Unlock()
+		return 0, false, nil
+	}
+	w.flushing = true
+	w.mu.Unlock()
+	w.try.frame = f
+	err = w.raw.Write(w.try.write)
+	n, werr := max(w.try.n, 0), w.try.err
+	w.try.frame = nil
+	if werr == syscall.EAGAIN {
+		n, werr = 0, nil
+	}
+	if err == nil {
+		err = werr
+	}
+	w.mu.Lock()
+	w.flushing = false
+	if err == nil && n > 0 && n < len(f) {
+		b := slices.Insert(w.gatherBuf(), 0, f[n:]...)
+		*w.buf = b
+		w.whole += len(f) - n
+	}
+	pending = w.whole > 0
+	w.mu.Unlock()
+	return n, pending, err
+}
+
+// rawWrite is tryWrite's system call. Its write method is handed to
+// RawConn.Write, made once per connection so that a write allocates
+// nothing; only the connection's writer uses it.
+type rawWrite struct {
+	frame []byte
+	n     int
+	err   error
+	write func(fd uintptr) bool
+}
+
+func newRawWrite() *rawWrite {
+	r := &rawWrite{}
+	r.write = func(fd uintptr) bool {
+		for {
+			r.n, r.err = syscall.Write(int(fd), r.frame)
+			if r.err != syscall.EINTR {
+				return true // never wait for the socket
+			}
+		}
+	}
+	return r
+}
+
+// flushKept writes out what the wire kept, waiting for the socket.
+func (w *wire) flushKept() error {
+	w.mu.Lock()
 	return w.flush()
 }
 

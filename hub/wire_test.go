@@ -2,8 +2,11 @@ package hub
 
 import (
 	"bytes"
+	"io"
 	"net"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // recordingConn keeps each Write as one chunk.
@@ -156,5 +159,69 @@ func TestWire_NoDataFrameAfterAClose(t *testing.T) {
 	}
 	if len(c.writes) != 1 {
 		t.Fatalf("writes %q, want only the close frame", c.writes)
+	}
+}
+
+// TestWire_TryWriteNeverWaitsAndKeepsTheRest fills a real socket whose
+// peer does not read: tryWrite must return at once, and whatever part of
+// a frame the socket did not take must reach the peer first, whole, once
+// it reads.
+func TestWire_TryWriteNeverWaitsAndKeepsTheRest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &wire{Conn: conn, raw: raw, try: newRawWrite()}
+	defer w.Close()
+
+	f := frameOf(0x1, string(bytes.Repeat([]byte("p"), 60000)))
+	var sent []byte
+	start := time.Now()
+	for {
+		n, pending, err := w.tryWrite(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, f[:n]...)
+		if n < len(f) {
+			if pending != (n > 0) {
+				t.Fatalf("partial write of %d bytes: pending %v", n, pending)
+			}
+			if n > 0 {
+				sent = append(sent, f[n:]...) // kept by the wire
+			}
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the socket never filled")
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("tryWrite waited: %v", d)
+	}
+	got := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(peer, int64(len(sent))))
+		got <- b
+	}()
+	if err := w.flushKept(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, sent) {
+		t.Fatalf("peer read %d bytes, not the %d written and kept, in order", len(b), len(sent))
 	}
 }
