@@ -10,7 +10,10 @@
 #
 # Environment: RUNS (3), SCENARIOS ("idle fanout peruser-api
 # peruser-ingress resume"), SERVERS ("herald-embedded herald-redis floor"),
-# IDLE_CLIENTS (15000), DURATION (30s), PORT (18480), REDIS_PORT (18481).
+# IDLE_CLIENTS (15000), IDLE_SETTLE (60s: two rounds of pings), DURATION
+# (30s), PORT (18480), REDIS_PORT (18481). BASE_REV, a git revision, adds
+# herald as it was there (base-embedded, base-redis) to the same runs, to
+# see what a change bought.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,6 +22,7 @@ RUNS=${RUNS:-3}
 SCENARIOS=${SCENARIOS:-idle fanout peruser-api peruser-ingress resume}
 SERVERS=${SERVERS:-herald-embedded herald-redis floor}
 IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
+IDLE_SETTLE=${IDLE_SETTLE:-60s}
 DURATION=${DURATION:-30s}
 PORT=${PORT:-18480}
 REDIS_PORT=${REDIS_PORT:-18481}
@@ -26,6 +30,13 @@ mkdir -p "$OUT/bin"
 go build -o "$OUT/bin/herald" ./cmd/herald
 go build -o "$OUT/bin/herald-bench" ./cmd/herald-bench
 go build -o "$OUT/bin/floor" ./cmd/herald-bench/floor
+if [ -n "${BASE_REV:-}" ]; then
+  base_src=$(mktemp -d)
+  git archive "$BASE_REV" | tar -x -C "$base_src"
+  (cd "$base_src" && go build -o "$OUT/bin/herald-base" ./cmd/herald)
+  rm -rf "$base_src"
+  SERVERS="$SERVERS base-embedded base-redis"
+fi
 
 export HERALD_JWT_SECRET=bench-jwt-secret-0123456789abcdef
 export HERALD_API_KEY=bench-api-key
@@ -50,7 +61,7 @@ wait_for() { # URL: until it answers below 500, at most 15 s
   return 1
 }
 
-if [[ " $SERVERS " == *" herald-redis "* ]]; then
+if [[ " $SERVERS " == *"-redis "* ]]; then
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
     --protected-mode no --loglevel warning --dir "$OUT" >>"$OUT/redis.log" 2>&1 &
   redis_pid=$!
@@ -64,14 +75,15 @@ start_server() { # NAME
     server_pid=$!
     wait_for "http://127.0.0.1:$PORT/v1/publish"
     ;;
-  herald-embedded | herald-redis)
-    local redis_url=""
-    if [ "$1" = herald-redis ]; then
+  herald-* | base-*)
+    local redis_url="" bin="$OUT/bin/herald"
+    if [[ $1 == *-redis ]]; then
       redis-cli -p "$REDIS_PORT" flushall >/dev/null
       redis_url="redis://127.0.0.1:$REDIS_PORT"
     fi
+    [[ $1 == base-* ]] && bin="$OUT/bin/herald-base"
     env "${PROVIDER_ENV[@]}" HERALD_ADDR="127.0.0.1:$PORT" HERALD_REDIS_URL="$redis_url" \
-      HERALD_LOG_LEVEL=warn "$OUT/bin/herald" >>"$OUT/herald.log" 2>&1 &
+      HERALD_LOG_LEVEL=warn "$bin" >>"$OUT/herald.log" 2>&1 &
     server_pid=$!
     wait_for "http://127.0.0.1:$PORT/readyz"
     ;;
@@ -86,7 +98,7 @@ stop_server() {
 
 args_for() { # SCENARIO
   case $1 in
-  idle) echo -scenario idle -clients "$IDLE_CLIENTS" -settle 10s ;;
+  idle) echo -scenario idle -clients "$IDLE_CLIENTS" -settle "$IDLE_SETTLE" ;;
   fanout) echo -scenario fanout -clients 2000 -rate 20 -duration "$DURATION" ;;
   peruser-api) echo -scenario peruser -via api -clients 1000 -rate 1000 -duration "$DURATION" ;;
   peruser-ingress) echo -scenario peruser -via ingress -clients 1000 -rate 1000 -duration "$DURATION" ;;
@@ -109,7 +121,7 @@ for run in $(seq "$RUNS"); do
       echo "suite: $name" >&2
       start_server "$server"
       redis_args=()
-      [ "$server" = herald-redis ] && redis_args=(-redis-pid "$redis_pid")
+      [[ $server == *-redis ]] && redis_args=(-redis-pid "$redis_pid")
       # shellcheck disable=SC2046
       "$OUT/bin/herald-bench" -url "http://127.0.0.1:$PORT" -pid "$server_pid" "${redis_args[@]}" \
         -label "$server" -testdata testdata $(args_for "$scenario") \
