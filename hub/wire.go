@@ -183,9 +183,9 @@ func (w *wire) tryWrite(f []byte) (n int, pending bool, err error) {
 	return n, pending, err
 }
 
-// rawWrite is tryWrite's system call. Its write method is handed to
-// RawConn.Write, made once per connection so that a write allocates
-// nothing; only the connection's writer uses it.
+// rawWrite is tryWrite's system call. Its write func, which RawConn.Write
+// calls, is made once per connection rather than per write, so that a
+// write allocates nothing; only the connection's writer uses it.
 type rawWrite struct {
 	frame []byte
 	n     int
