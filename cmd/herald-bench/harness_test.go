@@ -41,6 +41,35 @@ func TestHarness_Redis_LosesNothing(t *testing.T) {
 	runAll(t, base, pid)
 }
 
+// The soak scenario in miniature, on Redis: clients torn down by storms
+// reconnect, resume with since and still get every event once, in order,
+// while the server's memory is sampled.
+func TestHarness_Soak_StormsResumeEverything(t *testing.T) {
+	r := redistest.Start(t, redistest.Options{})
+	base, pid := startHerald(t, r.URL())
+	res := runBench(t, base, pid, "-scenario", "soak", "-clients", "40", "-rate", "60", "-duration", "4s",
+		"-storm-every", "700ms", "-storm-fraction", "0.5", "-sample-every", "500ms", "-warmup", "0s")
+	s := res.Soak
+	if s == nil {
+		t.Fatalf("no soak figures: %+v", res)
+	}
+	t.Logf("storms %d, reconnects %d, resumed %d, deliveries %+v, memory %+v", s.Storms, s.Reconnects, s.Resumed, *res.Deliveries, *s.Memory)
+	if s.Storms < 3 || s.Reconnects < int64(s.Storms)*20 || s.Resumed < s.Reconnects {
+		t.Errorf("storms %d, reconnects %d, resumed %d: want every stormed client back and resumed", s.Storms, s.Reconnects, s.Resumed)
+	}
+	if len(s.Timeline) < 5 || s.Memory == nil {
+		t.Fatalf("timeline %d samples, memory %+v", len(s.Timeline), s.Memory)
+	}
+	for _, smp := range s.Timeline {
+		if smp.RSSKiB <= 0 || smp.HeapInuseKiB <= 0 || smp.Goroutines <= 0 {
+			t.Errorf("sample without figures: %+v", smp)
+		}
+	}
+	if last := s.Timeline[len(s.Timeline)-1]; last.Received != res.Deliveries.Expected {
+		t.Errorf("last sample says %d received, want %d", last.Received, res.Deliveries.Expected)
+	}
+}
+
 func TestHarness_Floor_LosesNothing(t *testing.T) {
 	bin := build(t, "./cmd/herald-bench/floor")
 	addr := freeAddr(t)

@@ -11,7 +11,9 @@
 // Scenarios: idle (connect and subscribe, measure memory), fanout (one
 // shared channel), peruser (each client its own channel, through the
 // server API or the ingress with real provider payloads), resume (a
-// client misses publications, then resumes with since). It refuses any
+// client misses publications, then resumes with since), soak (hours of
+// steady webhooks to per-user clients with periodic reconnect storms,
+// sampling the server's RSS, heap and goroutines). It refuses any
 // URL that is not loopback, and every run is bounded in clients and time.
 //
 //	herald-bench summarize DIR…
@@ -46,9 +48,11 @@ import (
 const (
 	maxClients  = 30000
 	maxDuration = 10 * time.Minute
-	maxRate     = 50000
-	maxMissed   = 10000
-	maxRepeat   = 1000
+	// maxSoak bounds the soak scenario's duration instead.
+	maxSoak   = 2 * time.Hour
+	maxRate   = 50000
+	maxMissed = 10000
+	maxRepeat = 1000
 )
 
 // options are the command line.
@@ -77,6 +81,10 @@ type options struct {
 	perSource      int
 	dialers        int
 	salt           int
+	stormEvery     time.Duration
+	stormFraction  float64
+	sampleEvery    time.Duration
+	warmup         time.Duration
 }
 
 func main() {
@@ -131,7 +139,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	var sources, provs string
 	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "the hub's base URL (loopback only)")
-	fs.StringVar(&o.scenario, "scenario", "fanout", "idle, fanout, peruser or resume")
+	fs.StringVar(&o.scenario, "scenario", "fanout", "idle, fanout, peruser, resume or soak")
 	fs.StringVar(&o.label, "label", "", "free text copied into the result (say which server and broker)")
 	fs.IntVar(&o.clients, "clients", 100, "websocket clients to open")
 	fs.Float64Var(&o.rate, "rate", 20, "publications (or webhooks) per second, open loop")
@@ -153,6 +161,10 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.perSource, "per-source", 1000, "clients per source address (herald accepts 1000 connections per client address by default)")
 	fs.IntVar(&o.dialers, "dial-concurrency", 64, "clients connecting at once")
 	fs.IntVar(&o.salt, "salt", rand.IntN(1000), "ingress: 0-999, makes this run's event ids differ from earlier runs' [random]")
+	fs.DurationVar(&o.stormEvery, "storm-every", 2*time.Minute, "soak: how often a reconnect storm disconnects clients")
+	fs.Float64Var(&o.stormFraction, "storm-fraction", 0.25, "soak: the fraction of clients a storm disconnects at once")
+	fs.DurationVar(&o.sampleEvery, "sample-every", 30*time.Second, "soak: how often to sample the server's memory")
+	fs.DurationVar(&o.warmup, "warmup", 5*time.Minute, "soak: samples before this are left out of the memory trend")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -186,9 +198,13 @@ func (o *options) check(sources string) error {
 	o.wsURL = "ws" + strings.TrimPrefix(o.url, "http") + "/ws"
 
 	switch o.scenario {
-	case "idle", "fanout", "peruser", "resume":
+	case "idle", "fanout", "peruser", "resume", "soak":
 	default:
-		return fmt.Errorf("-scenario %q: want idle, fanout, peruser or resume", o.scenario)
+		return fmt.Errorf("-scenario %q: want idle, fanout, peruser, resume or soak", o.scenario)
+	}
+	longest := maxDuration
+	if o.scenario == "soak" {
+		longest = maxSoak
 	}
 	if o.via != "api" && o.via != "ingress" {
 		return fmt.Errorf("-via %q: want api or ingress", o.via)
@@ -196,8 +212,8 @@ func (o *options) check(sources string) error {
 	switch {
 	case o.clients < 1 || o.clients > maxClients:
 		return fmt.Errorf("-clients must be 1…%d", maxClients)
-	case o.duration <= 0 || o.duration > maxDuration:
-		return fmt.Errorf("-duration must be above 0 and at most %v", maxDuration)
+	case o.duration <= 0 || o.duration > longest:
+		return fmt.Errorf("-duration must be above 0 and at most %v", longest)
 	case o.rate <= 0 || o.rate > maxRate:
 		return fmt.Errorf("-rate must be above 0 and at most %d", maxRate)
 	case o.missed < 1 || o.missed > maxMissed:
@@ -210,6 +226,10 @@ func (o *options) check(sources string) error {
 		return errors.New("-salt must be 0…999")
 	case o.settle < 0 || o.drain < 0 || o.settle > maxDuration || o.drain > maxDuration:
 		return fmt.Errorf("-settle and -drain must be 0…%v", maxDuration)
+	case o.stormEvery <= 0 || o.sampleEvery <= 0 || o.warmup < 0:
+		return errors.New("-storm-every and -sample-every must be positive, -warmup not negative")
+	case o.stormFraction < 0 || o.stormFraction > 1:
+		return errors.New("-storm-fraction must be 0…1")
 	case o.jwtSecret == "":
 		return errors.New("-jwt-secret (or HERALD_JWT_SECRET) is required to mint client tokens")
 	}
@@ -217,8 +237,8 @@ func (o *options) check(sources string) error {
 	if needsAPI && o.apiKey == "" {
 		return errors.New("-api-key (or HERALD_API_KEY) is required for this scenario")
 	}
-	if o.scenario == "peruser" && o.via == "ingress" && o.providerSecret == "" {
-		return errors.New("-provider-secret (or HERALD_BENCH_PROVIDER_SECRET) is required with -via ingress")
+	if (o.scenario == "soak" || o.scenario == "peruser" && o.via == "ingress") && o.providerSecret == "" {
+		return errors.New("-provider-secret (or HERALD_BENCH_PROVIDER_SECRET) is required with -via ingress and for soak")
 	}
 	return o.pickSources(sources, ip)
 }

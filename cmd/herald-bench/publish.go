@@ -167,9 +167,17 @@ type ingressAnswer struct {
 // signed as the provider signs (or with the shared secret as a Bearer
 // token), and records its event's send time for the clients.
 func ingressPublisher(base, secret string, hooks []webhook, times *eventTimes) publisher {
+	return lazyIngressPublisher(base, secret, func(i int) (webhook, error) { return hooks[i%len(hooks)], nil }, times)
+}
+
+// lazyIngressPublisher posts the webhook hookOf(i) makes for call i.
+func lazyIngressPublisher(base, secret string, hookOf func(i int) (webhook, error), times *eventTimes) publisher {
 	hc := newHTTPClient()
 	return func(ctx context.Context, i int, sent int64) (string, error) {
-		w := hooks[i%len(hooks)]
+		w, err := hookOf(i)
+		if err != nil {
+			return "", err
+		}
 		times.set(w.event, sent)
 		path := "/ingress/" + w.provider.Slug
 		header := http.Header{"Content-Type": {"application/json"}}

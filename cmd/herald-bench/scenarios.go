@@ -38,6 +38,7 @@ type Result struct {
 	Latency     *Latency `json:"latency_ms,omitempty"`
 	PublishCall *Latency `json:"publish_call_ms,omitempty"`
 	Resume      *Resume  `json:"resume,omitempty"`
+	Soak        *Soak    `json:"soak,omitempty"`
 
 	Server  *Proc `json:"server,omitempty"`
 	Redis   *Proc `json:"redis,omitempty"`
@@ -139,6 +140,8 @@ func runScenario(ctx context.Context, o *options, log io.Writer) (*Result, error
 		err = b.peruser(ctx)
 	case "resume":
 		err = b.resume(ctx)
+	case "soak":
+		err = b.soak(ctx)
 	}
 	e := &b.r.Errors
 	e.Read = b.t.readErrors.Load()
@@ -409,6 +412,13 @@ func (b *bench) drive(ctx context.Context, pub publisher, expected func(*pubStat
 	if err != nil {
 		return err
 	}
+	return b.account(&s, want, before, after)
+}
+
+// account reports the publications, the deliveries owed (want) and made,
+// the latencies and the server's costs over the window, and fails when a
+// delivery was lost, duplicated or skipped.
+func (b *bench) account(s *pubStats, want int64, before, after window) error {
 	got := b.t.received.Load()
 	b.r.Publications = &Publications{Attempted: s.attempted.Load(), OK: s.ok.Load(), Failed: s.failed.Load()}
 	b.r.Deliveries = &Deliveries{

@@ -173,9 +173,27 @@ func isAlnum(r rune) bool {
 }
 
 // buildWebhooks makes n webhooks, the i-th for users[i%len(users)] from
-// the samples in turn. A sample whose event id does not change with the
-// varied values (it would be a duplicate) is dropped, with the reason.
+// the usable samples in turn.
 func buildWebhooks(samples []sample, users []string, n, salt int) ([]webhook, []string, error) {
+	usable, skipped, err := usableSamples(samples, users, salt)
+	if err != nil {
+		return nil, skipped, err
+	}
+	out := make([]webhook, n)
+	for i := range out {
+		w, err := usable[i%len(usable)].variant(users[i%len(users)], i, salt)
+		if err != nil {
+			return nil, skipped, err
+		}
+		out[i] = w
+	}
+	return out, skipped, nil
+}
+
+// usableSamples keeps the samples that vary into distinct events: one
+// whose event id does not change with the varied values (it would be a
+// duplicate) is dropped, with the reason.
+func usableSamples(samples []sample, users []string, salt int) ([]sample, []string, error) {
 	var skipped []string
 	usable := samples[:0:0]
 	for _, s := range samples {
@@ -193,15 +211,7 @@ func buildWebhooks(samples []sample, users []string, n, salt int) ([]webhook, []
 	if len(usable) == 0 {
 		return nil, skipped, errors.New("no usable webhook sample")
 	}
-	out := make([]webhook, n)
-	for i := range out {
-		w, err := usable[i%len(usable)].variant(users[i%len(users)], i, salt)
-		if err != nil {
-			return nil, skipped, err
-		}
-		out[i] = w
-	}
-	return out, skipped, nil
+	return usable, skipped, nil
 }
 
 // rewriteValues re-emits a JSON document with every string or number
