@@ -291,3 +291,46 @@ func TestResume_BacklogLargerThanTheSendQueue(t *testing.T) {
 	}()
 	expectPubs(t, c, 1, 2100)
 }
+
+// TestSlowConsumer_KernelBufferBounded: what waits for a client that
+// reads too slowly is bounded by the send queue and a fixed socket send
+// buffer, not by the kernel's autotuning, which grows the send buffer of a
+// socket that keeps acknowledging a trickle to megabytes: the server gives
+// up on such a client after well under a megabyte and a half, and the
+// close frame reaches it.
+func TestSlowConsumer_KernelBufferBounded(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.Hub.SendQueueBytes = 64 << 10 })
+	slow := heraldtest.Connect(t, n, heraldtest.Token(t, "43", "acme"))
+	slow.Subscribe("merchant:acme")
+	code := make(chan websocket.StatusCode, 1)
+	go func() {
+		for {
+			if _, err := slow.ReadTimeout(30 * time.Second); err != nil {
+				code <- websocket.CloseStatus(err)
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // 20 frames/s, a fifth of what comes
+		}
+	}()
+	pad := fmt.Sprintf("%04000d", 0)
+	published := 0
+	for n.Metrics(t).Get("herald_send_queue_overflows_total") == 0 {
+		if published > 1536<<10 {
+			t.Fatalf("%d KiB published to a client that reads a fifth of it, and it is still connected", published>>10)
+		}
+		for range 10 {
+			publishDirect(t, n, "merchant:acme", fmt.Sprintf(`{"pad":"%s"}`, pad))
+			published += len(pad)
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t.Logf("closed after %d KiB", published>>10)
+	select {
+	case c := <-code:
+		if c != hub.StatusTooSlow {
+			t.Errorf("slow client close code %d, want 4009", c)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the slow client never learned it was closed")
+	}
+}
