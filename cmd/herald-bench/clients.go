@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -118,34 +116,41 @@ func parseControl(b []byte) (controlFrame, error) {
 // connect dials client i, waits for connected, and subscribes it to
 // channel from the channel's current position.
 func connect(ctx context.Context, d *dialer, i int, token, channel string) (*client, error) {
-	conn, err := d.dial(ctx, i, token)
-	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
-	}
-	c := &client{conn: conn, channel: channel}
-	if _, err := readControl(ctx, conn, "connected"); err != nil {
-		conn.CloseNow()
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	if err := c.subscribe(ctx); err != nil {
-		conn.CloseNow()
+	c := &client{channel: channel}
+	if _, err := c.open(ctx, d, i, token, nil); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// subscribe subscribes from the channel's current position, which
-// becomes the client's.
-func (c *client) subscribe(ctx context.Context) error {
-	if err := c.subscribeAsync(ctx, nil); err != nil {
-		return fmt.Errorf("subscribe: %w", err)
-	}
-	reply, err := readControl(ctx, c.conn, "subscribed")
+// open dials a connection for client i, waits for connected, and
+// subscribes from since (the channel's current position when nil),
+// returning the subscribed answer. The client goes on from the answer's
+// position unless it resumed (recovered:true). Errors of the dial itself
+// start with "dial".
+func (c *client) open(ctx context.Context, d *dialer, i int, token string, since *position) (controlFrame, error) {
+	conn, err := d.dial(ctx, i, token)
 	if err != nil {
-		return fmt.Errorf("subscribe: %w", err)
+		return controlFrame{}, fmt.Errorf("dial: %w", err)
 	}
-	c.epoch, c.last = reply.Epoch, reply.Offset
-	return nil
+	c.conn = conn
+	reply, err := readControl(ctx, conn, "connected")
+	if err != nil {
+		conn.CloseNow()
+		return reply, fmt.Errorf("connect: %w", err)
+	}
+	if err := c.subscribeAsync(ctx, since); err != nil {
+		conn.CloseNow()
+		return reply, fmt.Errorf("subscribe: %w", err)
+	}
+	if reply, err = readControl(ctx, conn, "subscribed"); err != nil {
+		conn.CloseNow()
+		return reply, fmt.Errorf("subscribe: %w", err)
+	}
+	if since == nil || !reply.Recovered {
+		c.epoch, c.last = reply.Epoch, reply.Offset
+	}
+	return reply, nil
 }
 
 type position struct {
@@ -163,18 +168,23 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // readLoop counts the client's frames until the connection ends; done is
 // called when it returns. The end of the run is told by stopped, so that
-// the closes that end it are not counted as errors. Reads take no
-// context: one that can be cancelled costs coder/websocket a registration
-// per read, and the harness must stay cheap per delivery.
+// the closes that end it are not counted as errors.
 func (c *client) readLoop(stopped *atomic.Bool, clock time.Time, times sendTimes, t *tally, done func()) {
 	defer done()
+	c.read(clock, times, t)
+	if !stopped.Load() {
+		t.readErrors.Add(1)
+	}
+}
+
+// read counts the client's frames until the connection ends. Reads take
+// no context: one that can be cancelled costs coder/websocket a
+// registration per read, and the harness must stay cheap per delivery.
+func (c *client) read(clock time.Time, times sendTimes, t *tally) {
 	ctx := context.Background()
 	for {
 		_, r, err := c.conn.Reader(ctx)
 		if err != nil {
-			if !stopped.Load() {
-				t.readErrors.Add(1)
-			}
 			return
 		}
 		buf := bufPool.Get().(*bytes.Buffer)
@@ -185,9 +195,6 @@ func (c *client) readLoop(stopped *atomic.Bool, clock time.Time, times sendTimes
 		}
 		bufPool.Put(buf)
 		if err != nil {
-			if !stopped.Load() && !errors.Is(err, io.EOF) {
-				t.readErrors.Add(1)
-			}
 			return
 		}
 	}

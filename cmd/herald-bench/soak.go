@@ -1,19 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Soak is the soak scenario's outcome: the server sampled over time, and
@@ -247,7 +246,7 @@ func (b *bench) soakLoop(ctx context.Context, sc *soakClient, stopped *atomic.Bo
 	backoff := 100 * time.Millisecond
 	for !stopped.Load() && ctx.Err() == nil {
 		sem <- struct{}{}
-		conn, err := b.soakConnect(ctx, sc, resumed)
+		err := b.soakConnect(ctx, sc, resumed)
 		<-sem
 		if err != nil {
 			if stopped.Load() {
@@ -263,19 +262,12 @@ func (b *bench) soakLoop(ctx context.Context, sc *soakClient, stopped *atomic.Bo
 			sc.started = true
 			ready <- struct{}{}
 		}
-		// Read until the connection ends.
-		for {
-			_, data, err := conn.Read(context.Background())
-			if err != nil {
-				break
-			}
-			sc.c.frame(data, b.clock, times, &b.t)
-		}
+		sc.c.read(b.clock, times, &b.t)
 		sc.mu.Lock()
 		kicked := sc.kicked
 		sc.kicked, sc.conn = false, nil
 		sc.mu.Unlock()
-		conn.CloseNow()
+		sc.c.conn.CloseNow()
 		if stopped.Load() {
 			return
 		}
@@ -286,47 +278,30 @@ func (b *bench) soakLoop(ctx context.Context, sc *soakClient, stopped *atomic.Bo
 	}
 }
 
-// soakConnect dials, subscribes (with since from the second time on) and
-// reads the subscribed answer; the connection is the client's once it
-// returns.
-func (b *bench) soakConnect(ctx context.Context, sc *soakClient, resumed *atomic.Int64) (*websocket.Conn, error) {
-	conn, err := b.d.dial(ctx, sc.i, sc.token)
-	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
-	}
-	sc.c.conn = conn
-	fail := func(err error) (*websocket.Conn, error) {
-		conn.CloseNow()
-		return nil, err
-	}
-	if _, err := readControl(ctx, conn, "connected"); err != nil {
-		return fail(fmt.Errorf("connect: %w", err))
-	}
+// soakConnect opens a connection for the client, resuming from its
+// position from the second time on; the connection is the client's once
+// it returns.
+func (b *bench) soakConnect(ctx context.Context, sc *soakClient, resumed *atomic.Int64) error {
 	var since *position
 	if sc.started {
 		since = &position{Offset: sc.c.last, Epoch: sc.c.epoch}
 	}
-	if err := sc.c.subscribeAsync(ctx, since); err != nil {
-		return fail(fmt.Errorf("subscribe: %w", err))
-	}
-	reply, err := readControl(ctx, conn, "subscribed")
+	reply, err := sc.c.open(ctx, b.d, sc.i, sc.token, since)
 	if err != nil {
-		return fail(fmt.Errorf("subscribe: %w", err))
+		return err
 	}
 	switch {
 	case since == nil:
-		sc.c.epoch, sc.c.last = reply.Epoch, reply.Offset
 	case reply.Recovered:
 		resumed.Add(1)
 	default:
 		// The server says what was lost; the client goes on from there.
 		b.t.lossFrames.Add(1)
-		sc.c.epoch, sc.c.last = reply.Epoch, reply.Offset
 	}
 	sc.mu.Lock()
-	sc.conn = conn
+	sc.conn = sc.c.conn
 	sc.mu.Unlock()
-	return conn, nil
+	return nil
 }
 
 // soakSample reads the server's Go runtime figures from /metrics and its
@@ -351,8 +326,8 @@ func (b *bench) soakSample(now, prev window, runStart time.Time) (Sample, error)
 	return s, nil
 }
 
-// scrape reads the unlabelled samples of a Prometheus text exposition
-// (a labelled metric's samples are summed under its name).
+// scrape reads a Prometheus exposition with Prometheus's own parser and
+// returns each metric's samples summed, by name.
 func scrape(url string) (map[string]float64, error) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -362,28 +337,18 @@ func scrape(url string) (map[string]float64, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		name := line[:i]
-		if j := strings.IndexByte(name, '{'); j >= 0 {
-			name = name[:j]
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			out[name] += v
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			out[name] += m.GetGauge().GetValue() + m.GetCounter().GetValue() + m.GetUntyped().GetValue()
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // memoryTrend summarizes the samples after the warmup.
