@@ -228,6 +228,25 @@ func TestProtocolErrorsClose4002(t *testing.T) {
 	}
 }
 
+// A client authenticated by its upgrade header that errs at once still
+// gets its connected frame first: the close that follows drops what is
+// queued, and connected must not be among it.
+func TestConnectedBeforeAnImmediateProtocolError(t *testing.T) {
+	n := start(t, nil)
+	h := http.Header{"Authorization": {"Bearer " + heraldtest.Token(t, "42", "")}}
+	for range 50 {
+		c := heraldtest.DialHeader(t, n, h)
+		c.SendRaw([]byte("{nope"))
+		if f, err := c.ReadTimeout(5 * time.Second); err != nil || f.Type() != "connected" {
+			t.Fatalf("first frame %v (%v), want connected", f, err)
+		}
+		if code := c.CloseStatus(5 * time.Second); code != hub.StatusProtocolError {
+			t.Fatalf("close code %d, want 4002", code)
+		}
+		_ = c.Conn.CloseNow()
+	}
+}
+
 func TestOversizeFrameCloses1009(t *testing.T) {
 	n := start(t, nil)
 	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))

@@ -109,6 +109,12 @@ func (c *client) start(claims *auth.Claims) bool {
 	}
 	c.setClaims(claims)
 	c.send(encode(connectedFrame{ID: connectID, Type: "connected", Client: c.id, Node: c.hub.opts.Node, Expires: claims.Expires().Unix()}))
+	// connected is written before the client's first frame is read: a
+	// close that follows (a protocol error, a flood) drops what is queued,
+	// and the protocol promises connected first.
+	if !c.waitRoom(0) {
+		return false
+	}
 	c.mu.Lock()
 	c.pingTimer = time.AfterFunc(c.hub.opts.PingInterval, c.ping)
 	c.mu.Unlock()
