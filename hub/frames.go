@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -47,6 +48,10 @@ type frame struct {
 // as opposed to a well-formed request that is refused (an error frame).
 var errProtocol = errors.New("protocol error")
 
+// protocolErr is errProtocol with what was wrong, on one line: it becomes
+// the close frame's reason.
+func protocolErr(what string) error { return fmt.Errorf("%w: %s", errProtocol, what) }
+
 // requestError is a refusal sent back as an error frame.
 type requestError struct {
 	code, message string
@@ -63,19 +68,19 @@ func badRequest(msg string) *requestError { return &requestError{codeBadRequest,
 func decodeFrame(data []byte) (frame, error) {
 	var f frame
 	if !utf8.Valid(data) {
-		return f, errors.Join(errProtocol, errors.New("frame is not valid UTF-8"))
+		return f, protocolErr("frame is not valid UTF-8")
 	}
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return f, errors.Join(errProtocol, errors.New("frame is not a JSON object"))
+		return f, protocolErr("frame is not a JSON object")
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if !errors.As(err, &typeErr) {
-			return f, errors.Join(errProtocol, errors.New("frame is not a JSON object"))
+			return f, protocolErr("frame is not a JSON object")
 		}
 		if typeErr.Field == "type" {
-			return f, errors.Join(errProtocol, errors.New(`"type" must be a string`))
+			return f, protocolErr(`"type" must be a string`)
 		}
 		return f, badRequest("field " + strconv.Quote(typeErr.Field) + " has the wrong type")
 	}
@@ -83,9 +88,9 @@ func decodeFrame(data []byte) (frame, error) {
 	case typeConnect, typeSubscribe, typeUnsubscribe, typeHistory, typeRefresh, typePing:
 		return f, nil
 	case "":
-		return f, errors.Join(errProtocol, errors.New(`frame has no "type"`))
+		return f, protocolErr(`frame has no "type"`)
 	}
-	return f, errors.Join(errProtocol, errors.New("unknown frame type"))
+	return f, protocolErr("unknown frame type")
 }
 
 // Server frames. Replies carry the id of the frame they answer; frames the
