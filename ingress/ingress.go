@@ -40,6 +40,10 @@ type Options struct {
 	DedupWindow time.Duration
 	// Statuses remembers each transaction's latest status [in memory].
 	Statuses StatusStore
+	// Appender, when set, appends each event to all its channels and
+	// ranks its status in one step, in place of Statuses and one Broker
+	// Publish per channel (the Redis engine on a single Redis) [none].
+	Appender channels.Appender
 	// ClientIP finds the sender's address behind trusted proxies, for the
 	// allow lists [the peer's address].
 	ClientIP clientip.Resolver
@@ -171,14 +175,63 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 		return in.deadLetter(r.Context(), slug, req,
 			Unknown("event names no user and no merchant is configured (set HERALD_INGRESS_%s_MERCHANT)", strings.ToUpper(slug)))
 	}
-	if o, ok := in.markStale(r.Context(), ev); !ok {
-		return o
-	}
 	data, err := json.Marshal(ev)
 	if err != nil {
 		return in.deadLetter(r.Context(), slug, req, Malformed("encoding event: %v", err))
 	}
-	return in.publish(r.Context(), ev.ID, targets, data)
+	seq := in.sequence(ev, data)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), in.opts.PublishTimeout)
+	defer cancel()
+	if in.opts.Appender != nil {
+		res, err := in.opts.Appender.Append(ctx, targets, data, in.publishOptions(ev.ID), seq)
+		if err != nil {
+			return in.unavailable(ev.ID, "ingress append failed", err)
+		}
+		return answer(ev.ID, targets, res.Results)
+	}
+	if seq != nil {
+		current, stale, err := in.opts.Statuses.Advance(ctx, seq.Key, seq.Label, seq.Rank, seq.TTL)
+		if err != nil {
+			return in.unavailable(ev.ID, "status store failed", err)
+		}
+		if stale {
+			data = seq.Mark(data, current)
+		}
+	}
+	return in.publish(ctx, ev.ID, targets, data)
+}
+
+// staleAt is where json.Marshal puts the members of a stale Event (stale,
+// current_status): just before amounts, which every Event has. No member
+// before amounts can hide the bytes `,"amounts":` in its value, since they
+// are all strings, whose quotes JSON escapes.
+var staleAt = []byte(`,"amounts":`)
+
+// sequence ranks an event with a Txn among its transaction's statuses.
+// data is the event as published when it is not stale; a stale one is
+// marked by splicing its two members into data, which gives what
+// json.Marshal of the event with Stale set gives.
+func (in *Ingress) sequence(ev *Event, data []byte) *channels.Sequence {
+	if ev.Txn == "" {
+		return nil
+	}
+	return &channels.Sequence{
+		Key: ev.Txn, Label: ev.Status, Rank: ev.Rank, TTL: in.opts.DedupWindow,
+		At: bytes.Index(data, staleAt) + 1, Before: `"stale":true,"current_status":`, After: ",",
+	}
+}
+
+func (in *Ingress) publishOptions(id string) channels.PublishOptions {
+	return channels.PublishOptions{IdempotencyKey: id, IdempotencyTTL: in.opts.DedupWindow}
+}
+
+// unavailable answers 503 when the broker failed: nothing acknowledged,
+// and the provider's retry is safe.
+func (in *Ingress) unavailable(id, what string, err error) outcome {
+	in.opts.Logger.Warn(what, "event", id, "err", err)
+	o := fail(http.StatusServiceUnavailable, "unavailable", "broker unavailable; nothing acknowledged, retry")
+	o.event = id
+	return o
 }
 
 // complete fills what the framework owns and checks what the adapter made.
@@ -211,48 +264,31 @@ func (in *Ingress) complete(ev *Event, slug string, cfg Config, now time.Time) e
 	return nil
 }
 
-// markStale records the event's status for its transaction and marks the
-// event stale when a later status was seen before. It is published anyway:
-// clients decide, knowingly.
-func (in *Ingress) markStale(ctx context.Context, ev *Event) (outcome, bool) {
-	if ev.Txn == "" {
-		return outcome{}, true
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.opts.PublishTimeout)
-	defer cancel()
-	current, stale, err := in.opts.Statuses.Advance(ctx, ev.Txn, ev.Status, ev.Rank, in.opts.DedupWindow)
-	if err != nil {
-		in.opts.Logger.Warn("status store failed", "event", ev.ID, "err", err)
-		o := fail(http.StatusServiceUnavailable, "unavailable", "broker unavailable; nothing acknowledged, retry")
-		o.event = ev.ID
-		return o, false
-	}
-	if stale {
-		ev.Stale, ev.CurrentStatus = true, current
-	}
-	return outcome{}, true
-}
-
 // publish appends the event to every target, each append idempotent under
 // the event id, so that a retry after a partial failure completes the rest
 // and a retry after success appends nothing.
 func (in *Ingress) publish(ctx context.Context, id string, targets []string, data []byte) outcome {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.opts.PublishTimeout)
-	defer cancel()
-	res := Published{Status: "duplicate", Event: id}
-	items := make([]PublishedItem, 0, len(targets))
+	results := make([]channels.PublishResult, 0, len(targets))
 	for _, ch := range targets {
-		r, err := in.opts.Broker.Publish(ctx, ch, data, channels.PublishOptions{IdempotencyKey: id, IdempotencyTTL: in.opts.DedupWindow})
+		r, err := in.opts.Broker.Publish(ctx, ch, data, in.publishOptions(id))
 		if err != nil {
-			in.opts.Logger.Warn("ingress append failed", "channel_namespace", namespace(ch), "event", id, "err", err)
-			o := fail(http.StatusServiceUnavailable, "unavailable", "broker unavailable; nothing acknowledged, retry")
-			o.event = id
-			return o
+			return in.unavailable(id, "ingress append failed", fmt.Errorf("channel namespace %s: %w", namespace(ch), err))
 		}
+		results = append(results, r)
+	}
+	return answer(id, targets, results)
+}
+
+// answer is the 200 of an event appended to targets: published if any
+// append was new, duplicate if all were retries.
+func answer(id string, targets []string, results []channels.PublishResult) outcome {
+	res := Published{Status: "duplicate", Event: id}
+	items := make([]PublishedItem, len(targets))
+	for i, r := range results {
 		if !r.Duplicate {
 			res.Status = "published"
 		}
-		items = append(items, PublishedItem{Channel: ch, Offset: r.Offset})
+		items[i] = PublishedItem{Channel: targets[i], Offset: r.Offset}
 	}
 	if res.Status == "published" {
 		res.Publications = items

@@ -13,15 +13,15 @@ import (
 
 // Broker is what every broker call reports, whatever the implementation.
 type Broker struct {
-	publish, history, subscribe, unsubscribe, ready prometheus.Observer
-	errors                                          *prometheus.CounterVec
-	publications, dedupHits                         [len(namespaces)]prometheus.Counter
+	publish, append, history, subscribe, unsubscribe, ready prometheus.Observer
+	errors                                                  *prometheus.CounterVec
+	publications, dedupHits                                 [len(namespaces)]prometheus.Counter
 }
 
 func newBroker(reg prometheus.Registerer) *Broker {
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "herald_broker_operation_duration_seconds",
-		Help:    "Broker calls by operation (publish, history, subscribe, unsubscribe, ready), failed ones included.",
+		Help:    "Broker calls by operation (publish, append: one publication to several channels at once, history, subscribe, unsubscribe, ready), failed ones included.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	}, []string{"operation"})
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -41,6 +41,7 @@ func newBroker(reg prometheus.Registerer) *Broker {
 	}
 	return &Broker{
 		publish:      duration.WithLabelValues("publish"),
+		append:       duration.WithLabelValues("append"),
 		history:      duration.WithLabelValues("history"),
 		subscribe:    duration.WithLabelValues("subscribe"),
 		unsubscribe:  duration.WithLabelValues("unsubscribe"),
@@ -82,6 +83,39 @@ func (b *instrumented) Publish(ctx context.Context, channel string, data json.Ra
 		}
 	}
 	return res, err
+}
+
+// InstrumentAppender returns a with every call timed and its
+// publications counted in m, per channel as InstrumentBroker counts
+// Publish. A nil a or m returns a itself.
+func InstrumentAppender(a channels.Appender, m *Broker) channels.Appender {
+	if a == nil || m == nil {
+		return a
+	}
+	return &instrumentedAppender{a: a, m: m}
+}
+
+type instrumentedAppender struct {
+	a channels.Appender
+	m *Broker
+}
+
+func (a *instrumentedAppender) Append(ctx context.Context, chans []string, data json.RawMessage, opts channels.PublishOptions, seq *channels.Sequence) (channels.AppendResult, error) {
+	start := time.Now()
+	res, err := a.a.Append(ctx, chans, data, opts, seq)
+	a.m.append.Observe(time.Since(start).Seconds())
+	if err != nil {
+		a.m.errors.WithLabelValues("append", errorKind(err)).Inc()
+		return res, err
+	}
+	for i, r := range res.Results {
+		if r.Duplicate {
+			a.m.dedupHits[nsIndex(chans[i])].Inc()
+		} else {
+			a.m.publications[nsIndex(chans[i])].Inc()
+		}
+	}
+	return res, nil
 }
 
 func (b *instrumented) History(ctx context.Context, channel string, opts channels.HistoryOptions) (channels.HistoryResult, error) {

@@ -10,6 +10,7 @@ import (
 
 	"herald/channels"
 	"herald/channels/redis"
+	"herald/ingress/redisstore"
 	"herald/internal/redistest"
 )
 
@@ -64,6 +65,52 @@ func BenchmarkPublish(b *testing.B) {
 	})
 }
 
+// BenchmarkAppendEvent is a webhook's Redis work: an event to the user's
+// and the merchant's channel with its status ranked, in one script
+// (Appender, a single Redis), and the same as three calls (the status
+// store, then one publish per channel, as on a Redis Cluster).
+func BenchmarkAppendEvent(b *testing.B) {
+	srv := redistest.Start(b, redistest.Options{})
+	ctx := context.Background()
+	b.Run("one-script", func(b *testing.B) {
+		broker, _ := startBroker(b, srv)
+		a := broker.Appender()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			id := strconv.Itoa(i)
+			data, seq := event(id, "succeeded", 2)
+			seq.Key = "txn:" + id
+			if _, err := a.Append(ctx, []string{"user:" + strconv.Itoa(i%1000), "merchant:acme"}, data,
+				channels.PublishOptions{IdempotencyKey: id}, seq); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("three-calls", func(b *testing.B) {
+		broker, _ := startBroker(b, srv)
+		client := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+		defer client.Close()
+		statuses := redisstore.NewStatuses(client)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			id := strconv.Itoa(i)
+			data, seq := event(id, "succeeded", 2)
+			if _, _, err := statuses.Advance(ctx, "txn:"+id, seq.Label, seq.Rank, seq.TTL); err != nil {
+				b.Fatal(err)
+			}
+			for _, ch := range []string{"user:" + strconv.Itoa(i%1000), "merchant:acme"} {
+				if _, err := broker.Publish(ctx, ch, data, channels.PublishOptions{IdempotencyKey: id}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			i++
+		}
+	})
+}
+
 // BenchmarkHistory reads the 1,000 publications a resuming client missed.
 func BenchmarkHistory(b *testing.B) {
 	srv := redistest.Start(b, redistest.Options{})
@@ -91,13 +138,13 @@ func BenchmarkHistory(b *testing.B) {
 	}
 }
 
-// countingHandler passes live publications on to the benchmark.
+// countingHandler passes live publications on to the benchmark or test.
 type countingHandler struct{ pubs chan channels.Publication }
 
 func (h countingHandler) HandlePublication(_ string, p channels.Publication) { h.pubs <- p }
 func (h countingHandler) HandleReset(string, channels.Position, string)      {}
 
-func startBroker(b *testing.B, srv *redistest.Server) (*redis.Broker, countingHandler) {
+func startBroker(b testing.TB, srv *redistest.Server) (*redis.Broker, countingHandler) {
 	b.Helper()
 	if _, err := srv.Do("FLUSHALL"); err != nil {
 		b.Fatal(err)
@@ -108,7 +155,7 @@ func startBroker(b *testing.B, srv *redistest.Server) (*redis.Broker, countingHa
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := countingHandler{pubs: make(chan channels.Publication, 1)}
+	h := countingHandler{pubs: make(chan channels.Publication, 16)}
 	if err := broker.Start(h); err != nil {
 		b.Fatal(err)
 	}

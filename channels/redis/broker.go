@@ -183,17 +183,9 @@ func channelOf(name string) (string, bool) {
 
 // Publish implements channels.Broker.
 func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, opts channels.PublishOptions) (channels.PublishResult, error) {
-	idemTTL := "0"
-	if opts.IdempotencyKey != "" {
-		ttl := opts.IdempotencyTTL
-		if ttl <= 0 {
-			ttl = b.opts.IdempotencyTTL
-		}
-		idemTTL = ms(ttl)
-	}
 	reply, err := publishScript.Run(ctx, b.client,
 		[]string{b.metaKey(ch), b.logKey(ch), b.idemKey(ch, opts.IdempotencyKey)},
-		[]byte(data), newEpoch(), b.opts.HistorySize, ms(b.opts.HistoryTTL), ms(b.opts.MetaTTL), idemTTL, feedName(ch),
+		[]byte(data), newEpoch(), b.opts.HistorySize, ms(b.opts.HistoryTTL), ms(b.opts.MetaTTL), b.idemTTL(opts), feedName(ch),
 	).Slice()
 	if err != nil {
 		return channels.PublishResult{}, unavailable("publish", err)

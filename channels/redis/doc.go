@@ -18,6 +18,10 @@
 // Redis restart without persistence, FLUSHALL, failover to an empty
 // replica) the script starts a new epoch.
 //
+// On a single Redis, Appender appends one publication to several channels,
+// ranked in its sequence (herald:status:{<key>}, a hash of status and
+// rank), in one script: one round trip per webhook.
+//
 // Each node keeps one sharded pub/sub connection per Redis master it has
 // subscribers on, and one subscription per channel with local subscribers.
 // Pub/sub is at most once, so the engine never trusts it alone: every

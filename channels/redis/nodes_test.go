@@ -1,6 +1,7 @@
 package redis_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -119,6 +120,63 @@ func TestNodes_IngestOnOneNodeDeliversOnOthers(t *testing.T) {
 		ns[0].Ingress(t, "kriptomat", []byte(`{"id":1,"type":"AIRDROP","state":"SUCCESS"}`))
 		if _, res := ns[1].Get(t, "/v1/deadletters"); len(res["deadletters"].([]any)) != 1 {
 			t.Fatalf("dead letters seen from another node: %v", res)
+		}
+	})
+}
+
+// TestNodes_StatusesRankAsOnTheEmbeddedBroker sends a status, a late
+// lower one, and retries of both, and finds the same answers and the same
+// bytes in the logs as on the embedded broker: on a single Redis each
+// event goes to all its channels, ranked, in one script (append); on a
+// cluster through the status store and one publish per channel.
+func TestNodes_StatusesRankAsOnTheEmbeddedBroker(t *testing.T) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	success := []byte(`{"user_id":5,"id":77,"type":"FIAT_DEPOSIT","amount":10.00,"state":"SUCCESS"}`)
+	pending := bytes.Replace(success, []byte("SUCCESS"), []byte("PENDING"), 1)
+	steps := [][]byte{success, pending, pending, success}
+	type outcome struct {
+		answers []string
+		logs    map[string][]string
+	}
+	run := func(t *testing.T, cfg server.Config) outcome {
+		cfg.Now = func() time.Time { return now }
+		n := heraldtest.Start(t, cfg)
+		var o outcome
+		for _, body := range steps {
+			code, res := n.Ingress(t, "kriptomat", body)
+			o.answers = append(o.answers, fmt.Sprintf("%d %v %v", code, res["status"], res["publications"]))
+		}
+		o.logs = map[string][]string{}
+		for _, ch := range []string{"user:5", "merchant:" + heraldtest.Merchant} {
+			h, err := n.Server.Broker().History(context.Background(), ch, channels.HistoryOptions{Limit: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range h.Publications {
+				o.logs[ch] = append(o.logs[ch], string(p.Data))
+			}
+		}
+		m := n.Metrics(t)
+		for _, ns := range []string{"user", "merchant"} {
+			if pubs, dups := m.Get("herald_publications_total", "namespace", ns), m.Get("herald_dedup_hits_total", "namespace", ns); pubs != 2 || dups != 2 {
+				t.Errorf("%s: %v publications and %v dedup hits counted, want 2 and 2", ns, pubs, dups)
+			}
+		}
+		if cfg.RedisURL != "" {
+			if got := m.Get("herald_broker_operation_duration_seconds_count", "operation", "append"); got != float64(len(steps)) {
+				t.Errorf("%v appends counted, want %d", got, len(steps))
+			}
+		}
+		return o
+	}
+	want := run(t, heraldtest.Config())
+	if l := want.logs["user:5"]; len(l) != 2 || strings.Contains(l[0], "stale") || !strings.Contains(l[1], `"stale":true,"current_status":"succeeded"`) {
+		t.Fatalf("embedded broker: %q", l)
+	}
+	each(t, func(t *testing.T, b backend) {
+		got := run(t, b.config())
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("\n got %v\nwant %v", got, want)
 		}
 	})
 }

@@ -2,35 +2,89 @@ package redis
 
 import goredis "github.com/redis/go-redis/v9"
 
-// publishScript appends one publication. It starts a new epoch when the
-// channel's meta hash is missing, dropping any stream left from an older
-// epoch so offsets can restart at 1.
+// appendLua is a Lua function both append scripts define: it appends one
+// publication to one channel. It starts a new epoch when the channel's meta
+// hash is missing, dropping any stream left from an older epoch so offsets
+// can restart at 1. It returns 1 and "<offset>:<epoch>", or, for a known
+// idempotency key (idemTTL not "0"), 0 and the first publication's.
+const appendLua = `
+local function append(meta, log, idem, data, candidate, size, histTTL, metaTTL, idemTTL, feed)
+  local idem_on = idemTTL ~= '0'
+  if idem_on then
+    local prev = redis.call('GET', idem)
+    if prev then return 0, prev end
+  end
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = candidate
+    redis.call('DEL', log)
+    redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
+  end
+  local top = redis.call('HINCRBY', meta, 'top', 1)
+  redis.call('XADD', log, 'MAXLEN', size, top .. '-0', 'd', data)
+  redis.call('PEXPIRE', log, histTTL)
+  redis.call('PEXPIRE', meta, metaTTL)
+  local pos = top .. ':' .. epoch
+  if idem_on then redis.call('SET', idem, pos, 'PX', idemTTL) end
+  redis.call('SPUBLISH', feed, pos .. ':' .. data)
+  return 1, pos
+end
+`
+
+// publishScript appends one publication.
 //
 //	KEYS: meta, log, idempotency key
 //	ARGV: data, candidate epoch, history size, history TTL ms, meta TTL ms,
 //	      idempotency TTL ms ("0": none), pub/sub channel
 //	returns {1, "<offset>:<epoch>"} or, for a known idempotency key,
 //	{0, "<offset>:<epoch>"} of the first publication
-var publishScript = goredis.NewScript(`
-local idem = ARGV[6] ~= '0'
-if idem then
-  local prev = redis.call('GET', KEYS[3])
-  if prev then return {0, prev} end
+var publishScript = goredis.NewScript(appendLua + `
+local flag, pos = append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return {flag, pos}
+`)
+
+// appendScript appends one publication to n channels and, when ARGV has a
+// sequence, ranks it first (see channels.Sequence). When every channel
+// has the idempotency key already, nothing changes, the sequence included.
+//
+//	KEYS: meta, log and idempotency key of each channel, then the
+//	      sequence's hash (fields status, rank) if any
+//	ARGV: n, data, candidate epoch, history size, history TTL ms, meta TTL
+//	      ms, idempotency TTL ms ("0": none), the n pub/sub channels, then
+//	      the sequence if any: rank, label, TTL ms, splice offset, before,
+//	      after
+//	returns {late (0 or 1), current label ("" without a sequence), then
+//	flag and position per channel as publishScript}
+var appendScript = goredis.NewScript(appendLua + `
+local n = tonumber(ARGV[1])
+local data, idemTTL = ARGV[2], ARGV[7]
+local fresh = idemTTL == '0'
+for i = 1, n do
+  if fresh then break end
+  fresh = redis.call('EXISTS', KEYS[3*i]) == 0
 end
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+local late, current = 0, ''
+local s = 8 + n
+if fresh and ARGV[s] then
+  local seq = KEYS[3*n+1]
+  local cur = redis.call('HMGET', seq, 'status', 'rank')
+  if cur[1] and tonumber(cur[2]) > tonumber(ARGV[s]) then
+    late, current = 1, cur[1]
+    local at = tonumber(ARGV[s+3])
+    data = string.sub(data, 1, at) .. ARGV[s+4] .. cjson.encode(current) .. ARGV[s+5] .. string.sub(data, at+1)
+  else
+    current = ARGV[s+1]
+    redis.call('HSET', seq, 'status', current, 'rank', ARGV[s])
+    redis.call('PEXPIRE', seq, ARGV[s+2])
+  end
 end
-local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], top .. '-0', 'd', ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local pos = top .. ':' .. epoch
-if idem then redis.call('SET', KEYS[3], pos, 'PX', ARGV[6]) end
-redis.call('SPUBLISH', ARGV[7], pos .. ':' .. ARGV[1])
-return {1, pos}
+local out = {late, current}
+for i = 1, n do
+  local flag, pos = append(KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i], data, ARGV[3], ARGV[4], ARGV[5], ARGV[6], idemTTL, ARGV[7+i])
+  out[#out+1] = flag
+  out[#out+1] = pos
+end
+return out
 `)
 
 // historyScript reads a consistent snapshot of a log: its epoch, newest and

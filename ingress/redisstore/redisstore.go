@@ -18,6 +18,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"herald/channels"
+	"herald/channels/redis"
 	"herald/ingress"
 )
 
@@ -67,7 +68,9 @@ func (d *DeadLetters) List(ctx context.Context, limit int) ([]ingress.DeadLetter
 	return out, nil
 }
 
-// Statuses is an ingress.StatusStore in Redis.
+// Statuses is an ingress.StatusStore in Redis, for a Redis Cluster: on a
+// single Redis the ingress ranks statuses with its appends, in one script
+// (redis.Broker.Appender), on the same keys.
 type Statuses struct {
 	client goredis.UniversalClient
 }
@@ -94,7 +97,7 @@ return {ARGV[1], 0}
 
 // Advance implements ingress.StatusStore.
 func (s *Statuses) Advance(ctx context.Context, txn, status string, rank int, ttl time.Duration) (string, bool, error) {
-	reply, err := advanceScript.Run(ctx, s.client, []string{"herald:status:{" + txn + "}"},
+	reply, err := advanceScript.Run(ctx, s.client, []string{redis.SequenceKey(txn)},
 		status, rank, max(ttl.Milliseconds(), 1)).Slice()
 	if err != nil {
 		return "", false, wrap("recording a status", err)

@@ -20,6 +20,7 @@ type engine struct {
 	broker      channels.Broker
 	deadLetters ingress.DeadLetterStore
 	statuses    ingress.StatusStore
+	appender    channels.Appender       // nil: statuses and one publish per channel
 	client      goredis.UniversalClient // nil for the embedded broker
 }
 
@@ -83,6 +84,7 @@ func newEngine(cfg Config) (*engine, error) {
 		broker:      broker,
 		deadLetters: redisstore.NewDeadLetters(client, 1000),
 		statuses:    redisstore.NewStatuses(client),
+		appender:    broker.Appender(),
 		client:      client,
 	}, nil
 }

@@ -118,9 +118,9 @@ func New(cfg Config) (*Server, error) {
 	if dead == nil {
 		dead = engine.deadLetters
 	}
-	statuses := cfg.Statuses
+	statuses, appender := cfg.Statuses, channels.Appender(nil)
 	if statuses == nil {
-		statuses = engine.statuses
+		statuses, appender = engine.statuses, engine.appender
 	}
 	in, err := ingress.New(ingress.Options{
 		ClientIP:    clientip.Resolver{Trusted: cfg.TrustedProxies},
@@ -128,6 +128,7 @@ func New(cfg Config) (*Server, error) {
 		Providers:   enabled,
 		DeadLetters: dead,
 		Statuses:    statuses,
+		Appender:    metrics.InstrumentAppender(appender, m.Broker),
 		DedupWindow: cfg.DedupWindow,
 		Logger:      cfg.Logger,
 		Now:         cfg.Now,
