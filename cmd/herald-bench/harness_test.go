@@ -72,13 +72,24 @@ func TestHarness_Soak_StormsResumeEverything(t *testing.T) {
 
 func TestHarness_Floor_LosesNothing(t *testing.T) {
 	bin := build(t, "./cmd/herald-bench/floor")
-	addr := freeAddr(t)
-	start(t, exec.Command(bin, "-addr", addr), "http://"+addr+"/v1/publish")
-	for _, args := range [][]string{
-		{"-scenario", "fanout", "-clients", "10", "-rate", "20", "-duration", "500ms"},
-		{"-scenario", "peruser", "-clients", "10", "-rate", "50", "-duration", "500ms"},
-	} {
-		runBench(t, "http://"+addr, 0, args...)
+	r := redistest.Start(t, redistest.Options{})
+	for _, extra := range [][]string{nil, {"-redis", r.Addr()}} {
+		t.Run(fmt.Sprintf("redis=%v", extra != nil), func(t *testing.T) {
+			addr := freeAddr(t)
+			start(t, exec.Command(bin, append([]string{"-addr", addr}, extra...)...), "http://"+addr+"/v1/publish")
+			for _, args := range [][]string{
+				{"-scenario", "fanout", "-clients", "10", "-rate", "20", "-duration", "500ms"},
+				{"-scenario", "peruser", "-clients", "10", "-rate", "50", "-duration", "500ms"},
+			} {
+				runBench(t, "http://"+addr, 0, args...)
+			}
+			if extra != nil {
+				// The offsets came from Redis: 25 publications to 10 users.
+				if n, err := r.Do("GET", "user:"+user(0)); err != nil || n != "3" {
+					t.Fatalf("offset of user:%s in Redis: %q %v", user(0), n, err)
+				}
+			}
+		})
 	}
 }
 

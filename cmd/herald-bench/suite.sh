@@ -9,7 +9,8 @@
 #   cmd/herald-bench/suite.sh [OUT]
 #
 # Environment: RUNS (3), SCENARIOS ("idle fanout peruser-api
-# peruser-ingress resume"), SERVERS ("herald-embedded herald-redis floor"),
+# peruser-ingress resume"), SERVERS ("herald-embedded herald-redis floor
+# floor-redis"),
 # IDLE_CLIENTS (15000), IDLE_SETTLE (60s: two rounds of pings), DURATION
 # (30s), PORT (18480), REDIS_PORT (18481). BASE_REV, a git revision, adds
 # herald as it was there (base-embedded, base-redis) to the same runs, to
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-$(mktemp -d /tmp/herald-bench.XXXXXX)}
 RUNS=${RUNS:-3}
 SCENARIOS=${SCENARIOS:-idle fanout peruser-api peruser-ingress resume}
-SERVERS=${SERVERS:-herald-embedded herald-redis floor}
+SERVERS=${SERVERS:-herald-embedded herald-redis floor floor-redis}
 IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
 IDLE_SETTLE=${IDLE_SETTLE:-60s}
 DURATION=${DURATION:-30s}
@@ -70,8 +71,13 @@ fi
 
 start_server() { # NAME
   case $1 in
-  floor)
-    "$OUT/bin/floor" -addr "127.0.0.1:$PORT" >>"$OUT/floor.log" 2>&1 &
+  floor | floor-redis)
+    local redis_args=()
+    if [ "$1" = floor-redis ]; then
+      redis-cli -p "$REDIS_PORT" flushall >/dev/null
+      redis_args=(-redis "127.0.0.1:$REDIS_PORT")
+    fi
+    "$OUT/bin/floor" -addr "127.0.0.1:$PORT" "${redis_args[@]}" >>"$OUT/floor.log" 2>&1 &
     server_pid=$!
     wait_for "http://127.0.0.1:$PORT/v1/publish"
     ;;
@@ -107,7 +113,11 @@ args_for() { # SCENARIO
 }
 
 supports() { # SERVER SCENARIO: the floor has no ingress and no history
-  [ "$1" != floor ] || [ "$2" = idle ] || [ "$2" = fanout ] || [ "$2" = peruser-api ]
+  case $1 in
+  floor) [ "$2" = idle ] || [ "$2" = fanout ] || [ "$2" = peruser-api ] ;;
+  floor-redis) [ "$2" = fanout ] || [ "$2" = peruser-api ] ;;
+  *) true ;;
+  esac
 }
 
 for run in $(seq "$RUNS"); do
