@@ -40,9 +40,9 @@ type Options struct {
 	DedupWindow time.Duration
 	// Statuses remembers each transaction's latest status [in memory].
 	Statuses StatusStore
-	// Appender, when set, appends each event to all its channels and
-	// ranks its status in one step, in place of Statuses and one Broker
-	// Publish per channel (the Redis engine on a single Redis) [none].
+	// Appender appends each event to all its channels and ranks its
+	// status in one step (the Redis engine on a single Redis) [Statuses,
+	// then one Broker Publish per channel].
 	Appender channels.Appender
 	// ClientIP finds the sender's address behind trusted proxies, for the
 	// allow lists [the peer's address].
@@ -87,6 +87,9 @@ func New(opts Options) (*Ingress, error) {
 	}
 	if opts.Statuses == nil {
 		opts.Statuses = NewMemoryStatuses()
+	}
+	if opts.Appender == nil {
+		opts.Appender = separately{broker: opts.Broker, statuses: opts.Statuses}
 	}
 	if opts.DedupWindow <= 0 {
 		opts.DedupWindow = 72 * time.Hour
@@ -179,26 +182,49 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 	if err != nil {
 		return in.deadLetter(r.Context(), slug, req, Malformed("encoding event: %v", err))
 	}
-	seq := in.sequence(ev, data)
+	// Each append is idempotent under the event id, so that a retry after
+	// a partial failure completes the rest and a retry after success
+	// appends nothing.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), in.opts.PublishTimeout)
 	defer cancel()
-	if in.opts.Appender != nil {
-		res, err := in.opts.Appender.Append(ctx, targets, data, in.publishOptions(ev.ID), seq)
-		if err != nil {
-			return in.unavailable(ev.ID, "ingress append failed", err)
-		}
-		return answer(ev.ID, targets, res.Results)
+	opts := channels.PublishOptions{IdempotencyKey: ev.ID, IdempotencyTTL: in.opts.DedupWindow}
+	res, err := in.opts.Appender.Append(ctx, targets, data, opts, in.sequence(ev, data))
+	if err != nil {
+		in.opts.Logger.Warn("ingress append failed", "event", ev.ID, "err", err)
+		o := fail(http.StatusServiceUnavailable, "unavailable", "broker unavailable; nothing acknowledged, retry")
+		o.event = ev.ID
+		return o
 	}
+	return answer(ev.ID, targets, res.Results)
+}
+
+// separately is the Appender of a broker that has none: the status
+// through the StatusStore, then one Publish per channel.
+type separately struct {
+	broker   channels.Broker
+	statuses StatusStore
+}
+
+func (s separately) Append(ctx context.Context, chans []string, data json.RawMessage, opts channels.PublishOptions, seq *channels.Sequence) (channels.AppendResult, error) {
+	var res channels.AppendResult
 	if seq != nil {
-		current, stale, err := in.opts.Statuses.Advance(ctx, seq.Key, seq.Label, seq.Rank, seq.TTL)
+		current, late, err := s.statuses.Advance(ctx, seq.Key, seq.Label, seq.Rank, seq.TTL)
 		if err != nil {
-			return in.unavailable(ev.ID, "status store failed", err)
+			return res, fmt.Errorf("status store: %w", err)
 		}
-		if stale {
+		res.Late, res.Current = late, current
+		if late {
 			data = seq.Mark(data, current)
 		}
 	}
-	return in.publish(ctx, ev.ID, targets, data)
+	for _, ch := range chans {
+		r, err := s.broker.Publish(ctx, ch, data, opts)
+		if err != nil {
+			return res, fmt.Errorf("appending to a %s channel: %w", namespace(ch), err)
+		}
+		res.Results = append(res.Results, r)
+	}
+	return res, nil
 }
 
 // staleAt is where json.Marshal puts the members of a stale Event (stale,
@@ -219,19 +245,6 @@ func (in *Ingress) sequence(ev *Event, data []byte) *channels.Sequence {
 		Key: ev.Txn, Label: ev.Status, Rank: ev.Rank, TTL: in.opts.DedupWindow,
 		At: bytes.Index(data, staleAt) + 1, Before: `"stale":true,"current_status":`, After: ",",
 	}
-}
-
-func (in *Ingress) publishOptions(id string) channels.PublishOptions {
-	return channels.PublishOptions{IdempotencyKey: id, IdempotencyTTL: in.opts.DedupWindow}
-}
-
-// unavailable answers 503 when the broker failed: nothing acknowledged,
-// and the provider's retry is safe.
-func (in *Ingress) unavailable(id, what string, err error) outcome {
-	in.opts.Logger.Warn(what, "event", id, "err", err)
-	o := fail(http.StatusServiceUnavailable, "unavailable", "broker unavailable; nothing acknowledged, retry")
-	o.event = id
-	return o
 }
 
 // complete fills what the framework owns and checks what the adapter made.
@@ -262,21 +275,6 @@ func (in *Ingress) complete(ev *Event, slug string, cfg Config, now time.Time) e
 		return Malformed("event id of %d bytes (at most %d)", len(ev.ID), MaxEventID)
 	}
 	return nil
-}
-
-// publish appends the event to every target, each append idempotent under
-// the event id, so that a retry after a partial failure completes the rest
-// and a retry after success appends nothing.
-func (in *Ingress) publish(ctx context.Context, id string, targets []string, data []byte) outcome {
-	results := make([]channels.PublishResult, 0, len(targets))
-	for _, ch := range targets {
-		r, err := in.opts.Broker.Publish(ctx, ch, data, in.publishOptions(id))
-		if err != nil {
-			return in.unavailable(id, "ingress append failed", fmt.Errorf("channel namespace %s: %w", namespace(ch), err))
-		}
-		results = append(results, r)
-	}
-	return answer(id, targets, results)
 }
 
 // answer is the 200 of an event appended to targets: published if any

@@ -74,13 +74,9 @@ func (b *instrumented) Unwrap() channels.Broker { return b.Broker }
 func (b *instrumented) Publish(ctx context.Context, channel string, data json.RawMessage, opts channels.PublishOptions) (channels.PublishResult, error) {
 	start := time.Now()
 	res, err := b.Broker.Publish(ctx, channel, data, opts)
-	b.done(b.m.publish, "publish", start, err)
+	b.m.done(b.m.publish, "publish", start, err)
 	if err == nil {
-		if res.Duplicate {
-			b.m.dedupHits[nsIndex(channel)].Inc()
-		} else {
-			b.m.publications[nsIndex(channel)].Inc()
-		}
+		b.m.published(channel, res)
 	}
 	return res, err
 }
@@ -103,53 +99,56 @@ type instrumentedAppender struct {
 func (a *instrumentedAppender) Append(ctx context.Context, chans []string, data json.RawMessage, opts channels.PublishOptions, seq *channels.Sequence) (channels.AppendResult, error) {
 	start := time.Now()
 	res, err := a.a.Append(ctx, chans, data, opts, seq)
-	a.m.append.Observe(time.Since(start).Seconds())
-	if err != nil {
-		a.m.errors.WithLabelValues("append", errorKind(err)).Inc()
-		return res, err
-	}
-	for i, r := range res.Results {
-		if r.Duplicate {
-			a.m.dedupHits[nsIndex(chans[i])].Inc()
-		} else {
-			a.m.publications[nsIndex(chans[i])].Inc()
+	a.m.done(a.m.append, "append", start, err)
+	if err == nil {
+		for i, r := range res.Results {
+			a.m.published(chans[i], r)
 		}
 	}
-	return res, nil
+	return res, err
 }
 
 func (b *instrumented) History(ctx context.Context, channel string, opts channels.HistoryOptions) (channels.HistoryResult, error) {
 	start := time.Now()
 	res, err := b.Broker.History(ctx, channel, opts)
-	b.done(b.m.history, "history", start, err)
+	b.m.done(b.m.history, "history", start, err)
 	return res, err
 }
 
 func (b *instrumented) Subscribe(ctx context.Context, channel string) error {
 	start := time.Now()
 	err := b.Broker.Subscribe(ctx, channel)
-	b.done(b.m.subscribe, "subscribe", start, err)
+	b.m.done(b.m.subscribe, "subscribe", start, err)
 	return err
 }
 
 func (b *instrumented) Unsubscribe(ctx context.Context, channel string) error {
 	start := time.Now()
 	err := b.Broker.Unsubscribe(ctx, channel)
-	b.done(b.m.unsubscribe, "unsubscribe", start, err)
+	b.m.done(b.m.unsubscribe, "unsubscribe", start, err)
 	return err
 }
 
 func (b *instrumented) Ready(ctx context.Context) error {
 	start := time.Now()
 	err := b.Broker.Ready(ctx)
-	b.done(b.m.ready, "ready", start, err)
+	b.m.done(b.m.ready, "ready", start, err)
 	return err
 }
 
-func (b *instrumented) done(o prometheus.Observer, op string, start time.Time, err error) {
+func (m *Broker) done(o prometheus.Observer, op string, start time.Time, err error) {
 	o.Observe(time.Since(start).Seconds())
 	if err != nil {
-		b.m.errors.WithLabelValues(op, errorKind(err)).Inc()
+		m.errors.WithLabelValues(op, errorKind(err)).Inc()
+	}
+}
+
+// published counts one channel's publication, or its dedup hit.
+func (m *Broker) published(channel string, r channels.PublishResult) {
+	if r.Duplicate {
+		m.dedupHits[nsIndex(channel)].Inc()
+	} else {
+		m.publications[nsIndex(channel)].Inc()
 	}
 }
 

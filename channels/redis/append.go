@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"herald/channels"
 )
@@ -25,6 +28,23 @@ type appender struct{ b *Broker }
 // SequenceKey is the Redis key of a channels.Sequence: a hash of the
 // current label (field status) and its rank.
 func SequenceKey(key string) string { return "herald:status:{" + key + "}" }
+
+// Rank records label with rank in the sequence key unless a higher rank is
+// recorded, and returns the current label and whether label was late: the
+// ranking Append does, alone. The sequence's hash is one key, so Rank works
+// on a Redis Cluster too.
+func Rank(ctx context.Context, client goredis.UniversalClient, key, label string, rank int, ttl time.Duration) (current string, late bool, err error) {
+	reply, err := rankScript.Run(ctx, client, []string{SequenceKey(key)}, rank, label, ms(ttl)).Slice()
+	if err != nil {
+		return "", false, unavailable("rank", err)
+	}
+	if len(reply) != 2 {
+		return "", false, fmt.Errorf("redis rank: unexpected reply %v", reply)
+	}
+	flag, _ := reply[0].(int64)
+	current, _ = reply[1].(string)
+	return current, flag == 1, nil
+}
 
 // Append implements channels.Appender.
 func (a appender) Append(ctx context.Context, chans []string, data json.RawMessage, opts channels.PublishOptions, seq *channels.Sequence) (channels.AppendResult, error) {

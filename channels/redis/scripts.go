@@ -31,6 +31,30 @@ local function append(meta, log, idem, data, candidate, size, histTTL, metaTTL, 
 end
 `
 
+// rankLua is a Lua function that ranks a label in a sequence's hash (see
+// channels.Sequence): it records label with rank, for ttl ms, unless a
+// higher rank is recorded, and returns 1 (late) or 0 and the current
+// label. Equal ranks replace each other.
+const rankLua = `
+local function rank(key, r, label, ttl)
+  local cur = redis.call('HMGET', key, 'status', 'rank')
+  if cur[1] and tonumber(cur[2]) > tonumber(r) then return 1, cur[1] end
+  redis.call('HSET', key, 'status', label, 'rank', r)
+  redis.call('PEXPIRE', key, ttl)
+  return 0, label
+end
+`
+
+// rankScript ranks one label.
+//
+//	KEYS: the sequence's hash
+//	ARGV: rank, label, TTL ms
+//	returns {1 if late else 0, current label}
+var rankScript = goredis.NewScript(rankLua + `
+local late, current = rank(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+return {late, current}
+`)
+
 // publishScript appends one publication.
 //
 //	KEYS: meta, log, idempotency key
@@ -55,7 +79,7 @@ return {flag, pos}
 //	      after
 //	returns {late (0 or 1), current label ("" without a sequence), then
 //	flag and position per channel as publishScript}
-var appendScript = goredis.NewScript(appendLua + `
+var appendScript = goredis.NewScript(appendLua + rankLua + `
 local n = tonumber(ARGV[1])
 local data, idemTTL = ARGV[2], ARGV[7]
 local fresh = idemTTL == '0'
@@ -66,16 +90,10 @@ end
 local late, current = 0, ''
 local s = 8 + n
 if fresh and ARGV[s] then
-  local seq = KEYS[3*n+1]
-  local cur = redis.call('HMGET', seq, 'status', 'rank')
-  if cur[1] and tonumber(cur[2]) > tonumber(ARGV[s]) then
-    late, current = 1, cur[1]
+  late, current = rank(KEYS[3*n+1], ARGV[s], ARGV[s+1], ARGV[s+2])
+  if late == 1 then
     local at = tonumber(ARGV[s+3])
     data = string.sub(data, 1, at) .. ARGV[s+4] .. cjson.encode(current) .. ARGV[s+5] .. string.sub(data, at+1)
-  else
-    current = ARGV[s+1]
-    redis.call('HSET', seq, 'status', current, 'rank', ARGV[s])
-    redis.call('PEXPIRE', seq, ARGV[s+2])
   end
 end
 local out = {late, current}

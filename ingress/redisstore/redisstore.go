@@ -12,6 +12,7 @@ package redisstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -80,31 +81,10 @@ var _ ingress.StatusStore = (*Statuses)(nil)
 // NewStatuses returns a store on client.
 func NewStatuses(client goredis.UniversalClient) *Statuses { return &Statuses{client: client} }
 
-// advanceScript records a status unless a higher-ranked one is recorded.
-//
-//	KEYS: the transaction's hash
-//	ARGV: status, rank, TTL ms
-//	returns {current status, 1 if the given one is stale else 0}
-var advanceScript = goredis.NewScript(`
-local cur = redis.call('HMGET', KEYS[1], 'status', 'rank')
-if cur[1] and tonumber(cur[2]) > tonumber(ARGV[2]) then
-  return {cur[1], 1}
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {ARGV[1], 0}
-`)
-
 // Advance implements ingress.StatusStore.
 func (s *Statuses) Advance(ctx context.Context, txn, status string, rank int, ttl time.Duration) (string, bool, error) {
-	reply, err := advanceScript.Run(ctx, s.client, []string{redis.SequenceKey(txn)},
-		status, rank, max(ttl.Milliseconds(), 1)).Slice()
-	if err != nil {
-		return "", false, wrap("recording a status", err)
-	}
-	current, _ := reply[0].(string)
-	stale, _ := reply[1].(int64)
-	return current, stale == 1, nil
+	current, stale, err := redis.Rank(ctx, s.client, txn, status, rank, ttl)
+	return current, stale, wrap("recording a status", err)
 }
 
 // wrap marks Redis failures as channels.ErrUnavailable: the ingress answers
@@ -112,6 +92,9 @@ func (s *Statuses) Advance(ctx context.Context, txn, status string, rank int, tt
 func wrap(op string, err error) error {
 	if err == nil {
 		return nil
+	}
+	if errors.Is(err, channels.ErrUnavailable) {
+		return fmt.Errorf("redis: %s: %w", op, err)
 	}
 	return fmt.Errorf("redis: %s: %w: %v", op, channels.ErrUnavailable, err)
 }
