@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -54,6 +55,8 @@ func (c *Claims) Expires() time.Time { return c.ExpiresAt.Time }
 type Verifier struct {
 	key    any
 	parser *jwt.Parser
+	// issuer and audience are required claims when set.
+	issuer, audience string
 }
 
 // NewVerifier builds a Verifier, failing with a message that says which
@@ -90,7 +93,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
-	return &Verifier{key: key, parser: jwt.NewParser(opts...)}, nil
+	return &Verifier{key: key, parser: jwt.NewParser(opts...), issuer: cfg.Issuer, audience: cfg.Audience}, nil
 }
 
 // Verify checks token and returns its claims. Every failure wraps
@@ -108,12 +111,31 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	var c Claims
 	_, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.key, nil })
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, reason(err))
+		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, v.reason(err, &c))
 	}
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: missing sub claim", ErrInvalidToken)
 	}
 	return &c, nil
+}
+
+// missing names the required claims c lacks: exp always, iss and aud when
+// the node checks them.
+func (v *Verifier) missing(c *Claims) string {
+	var names []string
+	if c.ExpiresAt == nil {
+		names = append(names, "exp")
+	}
+	if v.issuer != "" && c.Issuer == "" {
+		names = append(names, "iss")
+	}
+	if v.audience != "" && len(c.Audience) == 0 {
+		names = append(names, "aud")
+	}
+	if len(names) == 0 {
+		return "missing a required claim"
+	}
+	return "missing " + strings.Join(names, ", ") + " claim"
 }
 
 // compact reports whether token holds only what a compact JWS may: the
@@ -132,8 +154,8 @@ func compact(token string) bool {
 }
 
 // reason turns golang-jwt's errors into a short message that names the
-// problem without echoing the token.
-func reason(err error) string {
+// problem without echoing the token. c holds what was decoded.
+func (v *Verifier) reason(err error, c *Claims) string {
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return "malformed token"
@@ -142,7 +164,7 @@ func reason(err error) string {
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return "signature invalid"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return "missing exp claim"
+		return v.missing(c)
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "token expired"
 	case errors.Is(err, jwt.ErrTokenNotValidYet):

@@ -119,6 +119,8 @@ func TestVerify_RejectsHostileTokens(t *testing.T) {
 		"RS256 for HMAC":   sign(t, jwt.SigningMethodRS256, rsaKey, with(func(*jwt.MapClaims) {})),
 		"expired":          sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["exp"] = time.Now().Add(-time.Minute).Unix() })),
 		"no exp":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "exp") })),
+		"no iss":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "iss") })),
+		"no aud":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "aud") })),
 		"no sub":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "sub") })),
 		"not yet valid":    sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["nbf"] = time.Now().Add(time.Hour).Unix() })),
 		"wrong issuer":     sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["iss"] = "someone-else" })),
@@ -128,6 +130,20 @@ func TestVerify_RejectsHostileTokens(t *testing.T) {
 		"empty":            "",
 		"huge":             strings.Repeat("a", auth.MaxTokenLength+1),
 		"valid then space": valid + " ",
+	}
+	// The reason a client is told names the problem.
+	reasons := map[string]string{
+		"alg none":       "signature invalid",
+		"tampered":       "signature invalid",
+		"expired":        "token expired",
+		"no exp":         "missing exp claim",
+		"no iss":         "missing iss claim",
+		"no aud":         "missing aud claim",
+		"no sub":         "missing sub claim",
+		"not yet valid":  "not valid yet",
+		"wrong issuer":   "wrong issuer",
+		"wrong audience": "wrong audience",
+		"huge":           "longer than",
 	}
 	if _, err := v.Verify(valid); err != nil {
 		t.Fatalf("the valid token itself was refused: %v", err)
@@ -140,6 +156,9 @@ func TestVerify_RejectsHostileTokens(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), string(secret)) {
 				t.Fatalf("error leaks the secret: %v", err)
+			}
+			if want := reasons[name]; !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
 			}
 		})
 	}
