@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"herald/auth"
 )
 
@@ -43,6 +45,42 @@ func applyDev(c *config) {
 	c.LogFormat = "text"
 }
 
+// devClaims are the printed token's: the dev user and merchant, every
+// merchant a provider was configured with besides, and the issuer and
+// audience the node checks, so the token works whatever was configured.
+func devClaims(c *config, now time.Time) auth.Claims {
+	claims := auth.NewClaims(devUser, devMerchant, devChannels(c), 24*time.Hour, now)
+	claims.Issuer = c.JWTIssuer
+	if c.JWTAudience != "" {
+		claims.Audience = jwt.ClaimStrings{c.JWTAudience}
+	}
+	return claims
+}
+
+// devChannels grants the merchant and alerts channels of every merchant
+// named by HERALD_INGRESS_<SLUG>_MERCHANT other than the dev merchant:
+// without them a developer who set one would watch merchant:demo stay
+// empty while that provider's events went elsewhere.
+func devChannels(c *config) []string {
+	seen := map[string]bool{devMerchant: true}
+	var chans []string
+	for _, pc := range c.Providers {
+		if m := pc.Merchant; !seen[m] {
+			seen[m] = true
+			chans = append(chans, "merchant:"+m, "alerts:"+m)
+		}
+	}
+	sort.Strings(chans)
+	return chans
+}
+
+func alsoGranted(chans []string) string {
+	if len(chans) == 0 {
+		return ""
+	}
+	return ", also " + strings.Join(chans, " ")
+}
+
 func randomSecret() string {
 	var b [24]byte
 	_, _ = rand.Read(b[:])
@@ -55,10 +93,10 @@ func printDev(w io.Writer, c *config, addr net.Addr) {
 	base := "http://" + localAddr(addr)
 	fmt.Fprintf(w, "\nherald --dev is running at %s (embedded broker; nothing survives a restart)\n\n", base)
 	if c.JWTSecret != "" {
-		token, err := auth.Mint([]byte(c.JWTSecret), auth.NewClaims(devUser, devMerchant, nil, 24*time.Hour, time.Now()))
+		token, err := auth.Mint([]byte(c.JWTSecret), devClaims(c, time.Now()))
 		if err == nil {
 			fmt.Fprintf(w, "Dashboard:  %s/#token=%s\n", base, token)
-			fmt.Fprintf(w, "Token (sub=%s, merchant=%s, 24h):\n  %s\n", devUser, devMerchant, token)
+			fmt.Fprintf(w, "Token (sub=%s, merchant=%s%s, 24h):\n  %s\n", devUser, devMerchant, alsoGranted(devChannels(c)), token)
 			fmt.Fprintf(w, "Follow from a terminal:\n  herald tail merchant:%s --url %s --token %s\n", devMerchant, base, token)
 			if k, ok := c.Providers["kriptomat"]; ok {
 				fmt.Fprintf(w, "  herald send kriptomat testdata/kriptomat/deposit.json --url %s --secret %s\n", base, k.Secret)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"herald/auth"
 )
 
 func env(kv ...string) func(string) (string, bool) {
@@ -203,5 +206,43 @@ func TestDev_EndToEnd(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+}
+
+// The token --dev prints works on the node it was printed for, and grants
+// the channels the configured providers' events go to, even when a
+// provider was given its own merchant and the node checks iss and aud.
+func TestDev_TokenGrantsConfiguredMerchants(t *testing.T) {
+	c, err := parseConfig([]string{"--dev", "--ingress-kriptomat-merchant", "acme"},
+		env("HERALD_JWT_ISSUER", "https://issuer.example", "HERALD_JWT_AUDIENCE", "herald-dev"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	printDev(&out, c, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080})
+	m := regexp.MustCompile(`Dashboard:\s+\S+/#token=(\S+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no dashboard token in:\n%s", out.String())
+	}
+	v, err := auth.NewVerifier(auth.Config{Secret: []byte(c.JWTSecret), Issuer: c.JWTIssuer, Audience: c.JWTAudience})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := v.Verify(m[1])
+	if err != nil {
+		t.Fatalf("the printed token is refused by its own node: %v", err)
+	}
+	g := claims.Grants()
+	for ch, want := range map[string]bool{
+		"user:demo": true, "merchant:demo": true, "alerts:demo": true,
+		"merchant:acme": true, "alerts:acme": true,
+		"merchant:other": false, "user:acme": false,
+	} {
+		if g.Allows(ch) != want {
+			t.Errorf("grants %+v allow %s: %v, want %v", g, ch, !want, want)
+		}
+	}
+	if !strings.Contains(out.String(), "also alerts:acme merchant:acme") {
+		t.Errorf("the extra grants are not printed:\n%s", out.String())
 	}
 }
