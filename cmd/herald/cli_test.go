@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -392,5 +393,27 @@ func TestCLI_RoundTrip(t *testing.T) {
 	}
 	if !strings.Contains(tail.stderr.String(), "epoch_mismatch") {
 		t.Fatalf("gap reason not reported:\n%s", tail.stderr)
+	}
+}
+
+// Every flag a subcommand takes is in the synopsis its --help opens with.
+func TestCommands_SynopsisNamesEveryFlag(t *testing.T) {
+	flagLine := regexp.MustCompile(`(?m)^  -(\S+)`)
+	for _, c := range commands() {
+		if c.name == "config" { // takes the node's flags, "[flags]"
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			_, _, stderr := runCmd(t, nil, c.name, "--help")
+			flags := flagLine.FindAllStringSubmatch(stderr, -1)
+			if len(flags) == 0 {
+				t.Fatalf("no flags listed by --help:\n%s", stderr)
+			}
+			for _, f := range flags {
+				if !strings.Contains(c.synopsis, "--"+f[1]) {
+					t.Errorf("synopsis %q leaves out --%s", c.synopsis, f[1])
+				}
+			}
+		})
 	}
 }
