@@ -2,13 +2,16 @@ package ingress_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"herald/ingress"
 	"herald/internal/heraldtest"
 )
 
@@ -83,5 +86,48 @@ func TestHostileInputIsRefusedAndDisturbsNoOne(t *testing.T) {
 	}
 	if status, _ := n.Get(t, "/readyz"); status != 200 {
 		t.Fatalf("node not ready after the hostile input: %d", status)
+	}
+}
+
+// A provider that sends a name in Latin-1 still reported a real payment:
+// the event is published, its invalid bytes replaced with U+FFFD, and the
+// frame a subscriber receives is UTF-8 (a browser fails a connection on a
+// text frame that is not, and would again on every resume).
+func TestInvalidUTF8IsReplacedNotPassedOn(t *testing.T) {
+	n := start(t, nil)
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "84624", ""))
+	c.Subscribe("user:84624")
+
+	body := strings.Replace(withdrawal, `"state"`, "\"beneficiary\":\"Z\xfcrich \xff\xfe Bank\",\"state\"", 1)
+	if utf8.ValidString(body) {
+		t.Fatal("the test body should not be UTF-8")
+	}
+	if status, res := n.Post(t, "/ingress/kriptomat", []byte(body), bearer(heraldtest.ProviderSecret)); status != 200 || res["status"] != "published" {
+		t.Fatalf("%d %v", status, res)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, frame, err := c.Conn.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !utf8.Valid(frame) {
+		t.Fatalf("the frame is not UTF-8: %q", frame)
+	}
+	var pub struct {
+		Data ingress.Event `json:"data"`
+	}
+	if err := json.Unmarshal(frame, &pub); err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(pub.Data.Raw, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if got := raw["beneficiary"]; got != "Z\uFFFDrich \uFFFD Bank" {
+		t.Errorf("raw beneficiary %q", got)
+	}
+	if a := pub.Data.Amounts["amount"]; a.Value != "100.00" || a.Currency != "EUR" {
+		t.Errorf("amount %+v", a)
 	}
 }

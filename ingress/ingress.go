@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"herald/channels"
 	"herald/internal/clientip"
@@ -164,6 +165,15 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 	req := &Request{Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header, Body: body, Config: p.Config, Now: now}
 	if err := authenticate(p, req, r); err != nil {
 		return fail(http.StatusUnauthorized, "unauthorized", err.Error())
+	}
+	if !utf8.Valid(body) {
+		// JSON must be UTF-8, but a provider that sends a name in Latin-1
+		// still reports a real payment. Its invalid bytes become U+FFFD, as
+		// encoding/json does in strings, so that "raw" never puts into a
+		// text frame what a browser must refuse (and refuse again on every
+		// resume).
+		req.Body = bytes.ToValidUTF8(body, []byte("\uFFFD"))
+		in.opts.Logger.Warn("ingress body is not valid UTF-8; invalid bytes replaced with U+FFFD", "provider", slug)
 	}
 
 	ev, err := p.Provider.Parse(req)
