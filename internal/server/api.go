@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"herald/channels"
 	"herald/hub"
@@ -71,6 +72,11 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	var data bytes.Buffer
 	if err := json.Compact(&data, req.Data); err != nil {
 		writeError(w, http.StatusBadRequest, `"data" is not valid JSON`)
+		return
+	}
+	if !utf8.Valid(data.Bytes()) {
+		// Subscribers get data in text frames, which must be UTF-8.
+		writeError(w, http.StatusBadRequest, `"data" is not valid UTF-8`)
 		return
 	}
 	opts := channels.PublishOptions{IdempotencyTTL: s.cfg.DedupWindow}

@@ -32,14 +32,16 @@ func TestPublish_IdempotencyKey(t *testing.T) {
 func TestPublish_Refusals(t *testing.T) {
 	n := heraldtest.Start(t, heraldtest.Config())
 	for body, want := range map[string]int{
-		`{"channel":"user:42"}`:                        400,
-		`{"channel":"user:42","data":null}`:            400,
-		`{"channel":"nope","data":{}}`:                 400,
-		`{"channel":"user:a b","data":{}}`:             400,
-		`not json`:                                     400,
-		`{"channel":"user:42","data":{}` + "\n":        400,
-		`{"channel":"user:42","data":1,"extra":true}`:  200,
-		`{"channel":"user:42","data":"just a string"}`: 200,
+		`{"channel":"user:42"}`:                            400,
+		`{"channel":"user:42","data":null}`:                400,
+		`{"channel":"nope","data":{}}`:                     400,
+		`{"channel":"user:a b","data":{}}`:                 400,
+		`not json`:                                         400,
+		`{"channel":"user:42","data":{}` + "\n":            400,
+		`{"channel":"user:42","data":1,"extra":true}`:      200,
+		`{"channel":"user:42","data":"just a string"}`:     200,
+		"{\"channel\":\"user:42\",\"data\":\"Z\xfcrich\"}": 400, // Latin-1: subscribers' text frames must be UTF-8
+		`{"channel":"user:42","data":"Z\u00fcrich ✓"}`:     200,
 	} {
 		if status, res := n.Post(t, "/v1/publish", []byte(body), api()); status != want {
 			t.Errorf("%s: %d %v, want %d", body, status, res, want)
