@@ -62,6 +62,22 @@ func TestRewrite_KeepsOrderAndDigits(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
+	// A name spelled with an escape is still the name.
+	got, err = ingress.Rewrite([]byte(`{"a":{"t\u006f":"4111111111111111"}}`), map[string]func(string) string{"to": ingress.MaskCard})
+	if err != nil || string(got) != `{"a":{"to":"411111******1111"}}` {
+		t.Fatalf("escaped name: %s %v", got, err)
+	}
+	// Without the name (a value equal to it is not a member), the body is
+	// only compacted, and refused as it would be otherwise.
+	got, err = ingress.Rewrite([]byte(`{"x": "to", "n": [1.0, "tone"]}`), map[string]func(string) string{"to": ingress.MaskCard})
+	if err != nil || string(got) != `{"x":"to","n":[1.0,"tone"]}` {
+		t.Fatalf("no such member: %s %v", got, err)
+	}
+	for _, bad := range []string{`{"x":1} {}`, `{"x":`, ``} {
+		if _, err := ingress.Rewrite([]byte(bad), map[string]func(string) string{"to": ingress.MaskCard}); !errors.Is(err, ingress.ErrMalformed) {
+			t.Errorf("%q accepted: %v", bad, err)
+		}
+	}
 	deep := make([]byte, 0, 400)
 	for i := 0; i < 200; i++ {
 		deep = append(deep, '[')

@@ -98,6 +98,9 @@ func MaskCard(s string) string {
 // string. Member order and other number literals are kept exactly.
 // It is how card numbers and one-time codes are masked in "raw".
 func Rewrite(body []byte, fields map[string]func(string) string) (json.RawMessage, error) {
+	if !mayName(body, fields) {
+		return Compact(body)
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var out bytes.Buffer
@@ -108,6 +111,22 @@ func Rewrite(body []byte, fields map[string]func(string) string) (json.RawMessag
 		return nil, Malformed("data after the JSON value")
 	}
 	return out.Bytes(), nil
+}
+
+// mayName reports whether body may have a member named in fields. Most
+// webhooks carry no card number, and for them compacting gives what
+// rewriting would, for a fraction of the cost. A name can hide from a
+// search for it only behind an escape, so any backslash says yes.
+func mayName(body []byte, fields map[string]func(string) string) bool {
+	if bytes.IndexByte(body, '\\') >= 0 {
+		return true
+	}
+	for name := range fields {
+		if bytes.Contains(body, []byte(`"`+name+`"`)) {
+			return true
+		}
+	}
+	return false
 }
 
 // maxDepth bounds nesting in Rewrite; real payloads are a handful deep.
