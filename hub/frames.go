@@ -138,6 +138,9 @@ type HistoryReply struct {
 	Recovered    *bool                `json:"recovered,omitempty"`
 	Reason       string               `json:"reason,omitempty"`
 	Publications []HistoryPublication `json:"publications"`
+	// Truncated says that publications were left out to keep the reply
+	// within its size bound (websocket replies only; see bounded).
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // NewHistoryReply turns a broker snapshot into the reply shape. since is

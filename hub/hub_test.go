@@ -204,6 +204,62 @@ func TestHistory(t *testing.T) {
 	}
 }
 
+// A history reply is one frame; one larger than the send queue used to
+// close the client that asked for it as too slow. It now carries what
+// fits in half the queue, says it was truncated, and the client can page
+// through the rest with since, without a gap or a repeat.
+func TestHistory_LargerThanTheSendQueueIsTruncated(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.Hub.SendQueueBytes = 64 << 10 })
+	pad := strings.Repeat("x", 900)
+	for i := 1; i <= 200; i++ { // ≈ 185 KB, three times the queue
+		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
+	}
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	offsets := func(f heraldtest.Frame) []uint64 {
+		var out []uint64
+		for _, p := range f["publications"].([]any) {
+			out = append(out, uint64(p.(map[string]any)["offset"].(float64)))
+		}
+		return out
+	}
+
+	// Without since: the newest that fit, ending at the channel's top.
+	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 1000})
+	f := c.Expect("history")
+	got := offsets(f)
+	if f["truncated"] != true || len(got) < 10 || len(got) >= 200 || got[len(got)-1] != 200 || got[0] != uint64(201-len(got)) {
+		t.Fatalf("newest: truncated %v, offsets %v", f["truncated"], got)
+	}
+
+	// With since: pages after it, each continuing where the last ended.
+	epoch, since, pages := f.String("epoch"), uint64(0), 0
+	for {
+		c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 1000, "since": map[string]any{"offset": since, "epoch": epoch}})
+		f = c.Expect("history")
+		pages++
+		for _, o := range offsets(f) {
+			if o != since+1 {
+				t.Fatalf("page %d: offset %d after %d", pages, o, since)
+			}
+			since = o
+		}
+		if f["truncated"] != true {
+			break
+		}
+	}
+	if since != 200 || pages < 4 {
+		t.Fatalf("paged to %d in %d pages", since, pages)
+	}
+
+	// A reply that fits says nothing of truncation; the connection is fine.
+	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 3})
+	if f = c.Expect("history"); f["truncated"] != nil || len(offsets(f)) != 3 {
+		t.Fatalf("small reply %v", f)
+	}
+	c.Send(map[string]any{"type": "ping"})
+	c.Expect("pong")
+}
+
 func TestProtocolErrorsClose4002(t *testing.T) {
 	n := start(t, nil)
 	cases := map[string]func(c *heraldtest.Client){

@@ -366,7 +366,40 @@ func (c *client) history(f frame) {
 	}
 	reply := NewHistoryReply(name, res, f.Since)
 	reply.ID, reply.Type = f.ID, "history"
+	reply.Publications, reply.Truncated = bounded(reply.Publications, c.hub.opts.SendQueueBytes/2, f.Since == nil)
 	c.send(encode(reply))
+}
+
+// historyItemOverhead is what a publication adds to a history reply
+// besides its data, generously: `{"offset":18446744073709551615,"data":},`.
+const historyItemOverhead = 48
+
+// bounded keeps the publications of a history reply that fit in budget
+// bytes, and reports whether it left any out. A reply is one frame, and
+// one larger than the send queue would close the client as too slow for
+// having asked. Without since a request wants the newest, so the newest
+// are kept; with since, those right after it, so that asking again after
+// the last one continues without a gap. At least one is always kept.
+func bounded(pubs []HistoryPublication, budget int, newest bool) ([]HistoryPublication, bool) {
+	size, n := 0, 0
+	for n < len(pubs) {
+		p := pubs[n]
+		if newest {
+			p = pubs[len(pubs)-1-n]
+		}
+		size += len(p.Data) + historyItemOverhead
+		if size > budget && n > 0 {
+			break
+		}
+		n++
+	}
+	if n == len(pubs) {
+		return pubs, false
+	}
+	if newest {
+		return pubs[len(pubs)-n:], true
+	}
+	return pubs[:n], true
 }
 
 // HistoryRequest validates a history request's since and limit (nil when
