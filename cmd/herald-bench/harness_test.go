@@ -215,3 +215,27 @@ func freeAddr(t *testing.T) string {
 	defer ln.Close()
 	return fmt.Sprint(ln.Addr())
 }
+
+// Runs at different rates are summarized apart: a per-webhook figure means
+// something only at its rate.
+func TestSummarize_GroupsByRate(t *testing.T) {
+	dir := t.TempDir()
+	for i, rate := range []float64{1000, 2000, 1000} {
+		r := Result{Scenario: "peruser", Via: "ingress", Label: "herald-redis", Rate: rate,
+			Server: &Proc{PerPublication: rate / 4000}}
+		b, _ := json.Marshal(r)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("run-%d.json", i)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	if err := summarize([]string{dir}, &out); err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	for _, want := range []string{"peruser via ingress at 1000/s", "peruser via ingress at 2000/s", "| herald-redis | 2 | 0.25 |", "| herald-redis | 1 | 0.50 |"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("summary lacks %q:\n%s", want, s)
+		}
+	}
+}

@@ -12,7 +12,10 @@
 # peruser-ingress resume"), SERVERS ("herald-embedded herald-redis floor
 # floor-redis"),
 # IDLE_CLIENTS (15000), IDLE_SETTLE (60s: two rounds of pings), DURATION
-# (30s), PORT (18480), REDIS_PORT (18481). BASE_REV, a git revision, adds
+# (30s), PERUSER_RATES ("1000": webhooks or publications per second of the
+# peruser scenarios; several run each of them at every rate, to tell what a
+# webhook costs at the margin from what the process costs per second at
+# any load), PORT (18480), REDIS_PORT (18481). BASE_REV, a git revision, adds
 # herald as it was there (base-embedded, base-redis) to the same runs, to
 # see what a change bought.
 set -euo pipefail
@@ -25,6 +28,7 @@ SERVERS=${SERVERS:-herald-embedded herald-redis floor floor-redis}
 IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
 IDLE_SETTLE=${IDLE_SETTLE:-60s}
 DURATION=${DURATION:-30s}
+PERUSER_RATES=${PERUSER_RATES:-1000}
 PORT=${PORT:-18480}
 REDIS_PORT=${REDIS_PORT:-18481}
 mkdir -p "$OUT/bin"
@@ -102,12 +106,12 @@ stop_server() {
   server_pid=""
 }
 
-args_for() { # SCENARIO
+args_for() { # SCENARIO RATE
   case $1 in
   idle) echo -scenario idle -clients "$IDLE_CLIENTS" -settle "$IDLE_SETTLE" ;;
   fanout) echo -scenario fanout -clients 2000 -rate 20 -duration "$DURATION" ;;
-  peruser-api) echo -scenario peruser -via api -clients 1000 -rate 1000 -duration "$DURATION" ;;
-  peruser-ingress) echo -scenario peruser -via ingress -clients 1000 -rate 1000 -duration "$DURATION" ;;
+  peruser-api) echo -scenario peruser -via api -clients 1000 -rate "$2" -duration "$DURATION" ;;
+  peruser-ingress) echo -scenario peruser -via ingress -clients 1000 -rate "$2" -duration "$DURATION" ;;
   resume) echo -scenario resume -missed 1000 -repeat 20 ;;
   esac
 }
@@ -125,18 +129,23 @@ for run in $(seq "$RUNS"); do
   # Alternate the order, so that neither server always runs first.
   [ $((run % 2)) -eq 0 ] && servers=$(echo "$SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')
   for scenario in $SCENARIOS; do
-    for server in $servers; do
-      supports "$server" "$scenario" || continue
-      name="$scenario-$server-$run"
-      echo "suite: $name" >&2
-      start_server "$server"
-      redis_args=()
-      [[ $server == *-redis ]] && redis_args=(-redis-pid "$redis_pid")
-      # shellcheck disable=SC2046
-      "$OUT/bin/herald-bench" -url "http://127.0.0.1:$PORT" -pid "$server_pid" "${redis_args[@]}" \
-        -label "$server" -testdata testdata $(args_for "$scenario") \
-        >"$OUT/$name.json" 2>"$OUT/$name.err" || echo "suite: $name failed (see $OUT/$name.err)" >&2
-      stop_server
+    rates=-
+    [[ $scenario == peruser-* ]] && rates=$PERUSER_RATES
+    for rate in $rates; do
+      for server in $servers; do
+        supports "$server" "$scenario" || continue
+        name="$scenario-$server-$run"
+        [ "$rate" != - ] && [ "$PERUSER_RATES" != 1000 ] && name="$scenario-$rate-$server-$run"
+        echo "suite: $name" >&2
+        start_server "$server"
+        redis_args=()
+        [[ $server == *-redis ]] && redis_args=(-redis-pid "$redis_pid")
+        # shellcheck disable=SC2046
+        "$OUT/bin/herald-bench" -url "http://127.0.0.1:$PORT" -pid "$server_pid" "${redis_args[@]}" \
+          -label "$server" -testdata testdata $(args_for "$scenario" "$rate") \
+          >"$OUT/$name.json" 2>"$OUT/$name.err" || echo "suite: $name failed (see $OUT/$name.err)" >&2
+        stop_server
+      done
     done
   done
 done

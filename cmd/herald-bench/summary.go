@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -87,7 +88,7 @@ func fromResume(f func(*Resume) float64) func(*Result) (float64, bool) {
 // over the runs, with the range when there were several.
 func summarize(dirs []string, w io.Writer) error {
 	type group struct {
-		key     string // scenario and via
+		key     string // scenario, via and rate
 		label   string
 		results []*Result
 		errors  int64
@@ -112,6 +113,9 @@ func summarize(dirs []string, w io.Writer) error {
 			key := r.Scenario
 			if r.Via != "" {
 				key += " via " + r.Via
+			}
+			if r.Rate > 0 { // runs at other rates are other loads
+				key += " at " + strconv.FormatFloat(r.Rate, 'f', -1, 64) + "/s"
 			}
 			id := key + "\x00" + r.Label
 			g := groups[id]
