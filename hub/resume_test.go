@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"herald/channels"
+	"herald/channels/memory"
 	"herald/hub"
 	"herald/internal/heraldtest"
 	"herald/internal/server"
@@ -333,4 +334,96 @@ func TestSlowConsumer_KernelBufferBounded(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Error("the slow client never learned it was closed")
 	}
+}
+
+// resetting is an embedded broker whose log is lost at the History call
+// numbered at, which first waits for gate: a shared broker that restarted
+// empty under a reading node.
+type resetting struct {
+	mu      sync.Mutex
+	cur     *memory.Broker
+	handler channels.Handler
+	calls   atomic.Int32
+	at      atomic.Int32
+	gate    chan struct{}
+}
+
+func (r *resetting) broker() *memory.Broker {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur
+}
+
+func (r *resetting) Start(h channels.Handler) error {
+	r.mu.Lock()
+	r.handler = h
+	r.mu.Unlock()
+	return r.broker().Start(h)
+}
+
+func (r *resetting) History(ctx context.Context, ch string, o channels.HistoryOptions) (channels.HistoryResult, error) {
+	if r.calls.Add(1) == r.at.Load() {
+		<-r.gate
+		fresh := memory.New(memory.Options{})
+		r.mu.Lock()
+		_ = fresh.Start(r.handler)
+		r.cur = fresh
+		r.mu.Unlock()
+	}
+	return r.broker().History(ctx, ch, o)
+}
+
+func (r *resetting) Publish(ctx context.Context, ch string, d json.RawMessage, o channels.PublishOptions) (channels.PublishResult, error) {
+	return r.broker().Publish(ctx, ch, d, o)
+}
+func (r *resetting) Subscribe(ctx context.Context, ch string) error {
+	return r.broker().Subscribe(ctx, ch)
+}
+func (r *resetting) Unsubscribe(ctx context.Context, ch string) error {
+	return r.broker().Unsubscribe(ctx, ch)
+}
+func (r *resetting) Ready(ctx context.Context) error { return r.broker().Ready(ctx) }
+func (r *resetting) Close() error                    { return r.broker().Close() }
+
+// A log reset while a resume is still replaying page after page is a gap
+// into the new epoch, and the new epoch's publications follow it: none
+// of them may be taken for the old epoch's, already replayed.
+func TestResume_EpochResetDuringTheReplay(t *testing.T) {
+	r := &resetting{cur: memory.New(memory.Options{}), gate: make(chan struct{})}
+	n := start(t, func(c *server.Config) { c.Broker = r })
+
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	epoch := c.Subscribe("user:42").String("epoch")
+	_ = c.Conn.CloseNow()
+	for i := 1; i <= 600; i++ { // more than two pages
+		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d}`, i))
+	}
+
+	// The resume's first page comes with the reply; the replay's next
+	// read finds the log gone.
+	r.at.Store(r.calls.Load() + 2)
+	c = heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	if f := subscribeSince(c, "user:42", 0, epoch); f["recovered"] != true || f.Offset() != 600 {
+		t.Fatalf("subscribed %v", f)
+	}
+	close(r.gate)
+
+	var last uint64
+	for {
+		f := c.Read()
+		if f.Type() == "subscribed" {
+			if f["recovered"] != false || f.String("reason") != "epoch_mismatch" || f.String("epoch") == epoch || f.Offset() != 0 {
+				t.Fatalf("gap %v", f)
+			}
+			break
+		}
+		if f.Type() != "pub" || f.Offset() != last+1 {
+			t.Fatalf("after %d: %v", last, f)
+		}
+		last = f.Offset()
+	}
+	for i := 1; i <= 3; i++ {
+		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d}`, i))
+	}
+	expectPubs(t, c, 1, 3)
 }

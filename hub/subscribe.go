@@ -289,7 +289,11 @@ func (c *client) replay(s *subscription, target uint64) {
 			s.queueMissed(res.Publications, target)
 		}
 		if s.last >= target || res.Epoch != since.Epoch || len(res.Publications) == 0 {
-			s.last = max(s.last, target)
+			if s.epoch == since.Epoch {
+				// target is an offset of the epoch the replay began in;
+				// after a reset it would hide the new epoch's first ones.
+				s.last = max(s.last, target)
+			}
 			s.finishRecovery()
 			hc.mu.Unlock()
 			return
