@@ -3,6 +3,7 @@ package ingress_test
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"herald/ingress"
@@ -78,11 +79,29 @@ func TestRewrite_KeepsOrderAndDigits(t *testing.T) {
 			t.Errorf("%q accepted: %v", bad, err)
 		}
 	}
-	deep := make([]byte, 0, 400)
-	for i := 0; i < 200; i++ {
-		deep = append(deep, '[')
+	// Nesting is bounded where rewriting recurses (the ingress refuses
+	// deep bodies before any adapter sees them).
+	deep := []byte(`{"to":"4111111111111111","x":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}`)
+	if _, err := ingress.Rewrite(deep, map[string]func(string) string{"to": ingress.MaskCard}); !errors.Is(err, ingress.ErrMalformed) {
+		t.Fatalf("deep nesting accepted: %v", err)
 	}
-	if _, err := ingress.Rewrite(deep, nil); !errors.Is(err, ingress.ErrMalformed) {
-		t.Fatal("deep nesting accepted")
+}
+
+func TestDepth_CountsBracketsOutsideStrings(t *testing.T) {
+	for doc, want := range map[string]int{
+		`1`:                          0,
+		`{}`:                         1,
+		`{"a":[1,{"b":[]}]}`:         4,
+		`{"a":"[[[{{{"}`:             1,
+		`{"a":"\"[[","b":[]}`:        2,
+		`{"a\\":[[]],"s":"\\"}`:      3,
+		"[[[\n]]]":                   3,
+		strings.Repeat("[", 100):     100,
+		`{"x":"` + "\xff[" + `"}`:    1,
+		`[{"k":"}}}}"},[{"k":"]"}]]`: 3,
+	} {
+		if got := ingress.Depth([]byte(doc)); got != want {
+			t.Errorf("Depth(%s) = %d, want %d", doc, got, want)
+		}
 	}
 }

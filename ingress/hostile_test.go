@@ -13,6 +13,7 @@ import (
 
 	"herald/ingress"
 	"herald/internal/heraldtest"
+	"herald/internal/server"
 )
 
 // hostileBodies are what an attacker (or a broken provider) might post.
@@ -129,5 +130,47 @@ func TestInvalidUTF8IsReplacedNotPassedOn(t *testing.T) {
 	}
 	if a := pub.Data.Amounts["amount"]; a.Value != "100.00" || a.Currency != "EUR" {
 		t.Errorf("amount %+v", a)
+	}
+}
+
+// A webhook whose event a subscriber could not take is kept as a dead
+// letter, not published: JSON nested deeper than clients' decoders go, or
+// an event larger than the hub can send (here a 64 KiB send queue allows
+// 32 KiB; each "<" is escaped to six bytes in "raw"). Otherwise every
+// subscriber of its channels would fail on it, and again on every resume.
+// The channel goes on working for what follows.
+func TestUnsendableEventsAreDeadLettersNotPublications(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.Hub.SendQueueBytes = 64 << 10 })
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "84624", ""))
+	c.Subscribe("user:84624")
+
+	with := func(id int, note string) []byte {
+		return []byte(strings.Replace(strings.Replace(withdrawal, "58463", fmt.Sprint(id), 1), `"state"`, `"note":`+note+`,"state"`, 1))
+	}
+	for name, tc := range map[string]struct {
+		body   []byte
+		reason string
+	}{
+		"nested 100 deep":   {with(1, strings.Repeat("[", 100)+strings.Repeat("]", 100)), "nested 101 deep"},
+		"6× larger as JSON": {with(2, `"`+strings.Repeat("<", 10000)+`"`), "a subscriber can be sent"},
+	} {
+		status, res := n.Post(t, "/ingress/kriptomat", tc.body, bearer(heraldtest.ProviderSecret))
+		if status != 400 || !strings.Contains(fmt.Sprint(res["error"]), tc.reason) {
+			t.Errorf("%s: %d %v", name, status, res)
+		}
+	}
+	// Within the bounds, the same shapes are published, and are the first
+	// the subscriber receives.
+	for i, note := range []string{strings.Repeat("[", 10) + strings.Repeat("]", 10), `"` + strings.Repeat("<", 1000) + `"`} {
+		if status, res := n.Post(t, "/ingress/kriptomat", with(10+i, note), bearer(heraldtest.ProviderSecret)); status != 200 {
+			t.Fatalf("note %d: %d %v", i, status, res)
+		}
+		if f := c.Expect("pub"); f.Offset() != uint64(i+1) {
+			t.Fatalf("pub %v", f)
+		}
+	}
+	status, dead := n.Get(t, "/v1/deadletters?limit=10")
+	if status != 200 || len(dead["deadletters"].([]any)) != 2 {
+		t.Fatalf("dead letters: %d %v", status, dead)
 	}
 }

@@ -50,7 +50,10 @@ type Options struct {
 	ClientIP clientip.Resolver
 	// PublishTimeout bounds the appends of one request [5s].
 	PublishTimeout time.Duration
-	Logger         *slog.Logger
+	// MaxEvent is the largest encoded event published (the hub's
+	// MaxPublication); a larger one is kept as a dead letter [no limit].
+	MaxEvent int
+	Logger   *slog.Logger
 	// Now is the clock [time.Now].
 	Now func() time.Time
 	// Metrics counts requests by provider and outcome, and dead letters
@@ -175,6 +178,12 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 		req.Body = bytes.ToValidUTF8(body, []byte("\uFFFD"))
 		in.opts.Logger.Warn("ingress body is not valid UTF-8; invalid bytes replaced with U+FFFD", "provider", slug)
 	}
+	if d := Depth(req.Body); d > MaxDepth {
+		// "raw" carries the body to clients, many of which (Go, Python,
+		// Swift) refuse deeper JSON: one such event would stop them at
+		// its channel on every resume.
+		return in.deadLetter(r.Context(), slug, req, Malformed("JSON nested %d deep; at most %d", d, MaxDepth))
+	}
 
 	ev, err := p.Provider.Parse(req)
 	if err != nil {
@@ -191,6 +200,10 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 	data, err := json.Marshal(ev)
 	if err != nil {
 		return in.deadLetter(r.Context(), slug, req, Malformed("encoding event: %v", err))
+	}
+	if limit := in.opts.MaxEvent; limit > 0 && len(data)+staleRoom > limit {
+		return in.deadLetter(r.Context(), slug, req,
+			Malformed("the event is %d bytes once normalized, more than the %d a subscriber can be sent", len(data), limit-staleRoom))
 	}
 	// Each append is idempotent under the event id, so that a retry after
 	// a partial failure completes the rest and a retry after success
@@ -236,6 +249,10 @@ func (s separately) Append(ctx context.Context, chans []string, data json.RawMes
 	}
 	return res, nil
 }
+
+// staleRoom is what marking an event stale may add to it: the members
+// "stale" and "current_status" with a status of ours.
+const staleRoom = 64
 
 // staleAt is where json.Marshal puts the members of a stale Event (stale,
 // current_status): just before amounts, which every Event has. No member

@@ -129,13 +129,43 @@ func mayName(body []byte, fields map[string]func(string) string) bool {
 	return false
 }
 
-// maxDepth bounds nesting in Rewrite; real payloads are a handful deep.
-const maxDepth = 64
+// MaxDepth bounds how deeply a webhook's arrays and objects may nest, and
+// nesting in Rewrite; real payloads are a handful deep.
+const MaxDepth = 64
+
+// Depth returns how deeply the arrays and objects of a JSON text nest,
+// counting its brackets outside strings. It does not validate: what the
+// decoders refuse they refuse anyway.
+func Depth(doc []byte) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range doc {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
+}
 
 var errTooDeep = errors.New("JSON nested too deeply")
 
 func rewriteValue(dec *json.Decoder, out *bytes.Buffer, fields map[string]func(string) string, mask func(string) string, depth int) error {
-	if depth > maxDepth {
+	if depth > MaxDepth {
 		return errTooDeep
 	}
 	tok, err := dec.Token()

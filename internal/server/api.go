@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"herald/channels"
 	"herald/hub"
+	"herald/ingress"
 )
 
 // api wraps a server API handler with the API key check. The API is
@@ -77,6 +79,16 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	if !utf8.Valid(data.Bytes()) {
 		// Subscribers get data in text frames, which must be UTF-8.
 		writeError(w, http.StatusBadRequest, `"data" is not valid UTF-8`)
+		return
+	}
+	if d := ingress.Depth(data.Bytes()); d > ingress.MaxDepth {
+		// Many clients' JSON decoders refuse deeper documents.
+		writeError(w, http.StatusBadRequest, fmt.Sprintf(`"data" nests %d deep; at most %d`, d, ingress.MaxDepth))
+		return
+	}
+	if limit := s.hub.MaxPublication(); data.Len() > limit {
+		// A larger one could not be sent to any subscriber.
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf(`"data" is %d bytes; subscribers can be sent at most %d (half of HERALD_SEND_QUEUE_BYTES)`, data.Len(), limit))
 		return
 	}
 	opts := channels.PublishOptions{IdempotencyTTL: s.cfg.DedupWindow}

@@ -130,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 		Statuses:    statuses,
 		Appender:    metrics.InstrumentAppender(appender, m.Broker),
 		DedupWindow: cfg.DedupWindow,
+		MaxEvent:    h.MaxPublication(),
 		Logger:      cfg.Logger,
 		Now:         cfg.Now,
 		Metrics:     m.Ingress,

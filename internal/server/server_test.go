@@ -113,3 +113,22 @@ func TestNew_RejectsUnknownProviderAndBadAuth(t *testing.T) {
 		t.Fatal("no token verification configured, yet started")
 	}
 }
+
+// Data no subscriber could take is refused: nested deeper than clients'
+// JSON decoders go, or larger than half the send queue (HERALD_SEND_QUEUE_BYTES).
+func TestPublish_RefusesWhatNoSubscriberCouldTake(t *testing.T) {
+	cfg := heraldtest.Config()
+	cfg.Hub.SendQueueBytes = 64 << 10
+	n := heraldtest.Start(t, cfg)
+	deep := strings.Repeat("[", 65) + strings.Repeat("]", 65)
+	for body, want := range map[string]int{
+		`{"channel":"user:42","data":` + deep + `}`:                              400,
+		`{"channel":"user:42","data":` + deep[1:len(deep)-1] + `}`:               200,
+		`{"channel":"user:42","data":"` + strings.Repeat("x", 33<<10) + `"}`:     413,
+		`{"channel":"user:42","data":"` + strings.Repeat("x", 32<<10-100) + `"}`: 200,
+	} {
+		if status, res := n.Post(t, "/v1/publish", []byte(body), api()); status != want {
+			t.Errorf("%.60s…: %d %v, want %d", body, status, res, want)
+		}
+	}
+}
