@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -25,7 +26,10 @@ const (
 	// writeBufferSize is the library's write buffer: a frame header and a
 	// little; wire gathers the rest of each frame.
 	writeBufferSize = 64
-	// maxGather bounds what wire keeps before writing while held.
+	// maxGather bounds what wire keeps before writing while held, and
+	// the control frames (pongs) it gathers while a write is blocked on a
+	// peer that does not read: beyond that the peer is only sending pings
+	// to make the node hold its answers, and the connection is closed.
 	maxGather = 64 << 10
 	// socketSendBuffer is asked of the kernel for each connection (Linux
 	// doubles it): enough for 1 MB/s to a client 200 ms away.
@@ -55,7 +59,7 @@ func (u *upgrader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		// backlog that the close frame telling it 4009 must wait behind.
 		_ = tc.SetWriteBuffer(socketSendBuffer)
 	}
-	u.wire = &wire{Conn: conn}
+	u.wire = newWire(conn)
 	if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			u.wire.raw, u.wire.try = raw, newRawWrite()
@@ -104,12 +108,22 @@ type wire struct {
 	held atomic.Bool
 
 	mu        sync.Mutex
-	buf       *[]byte // gathered bytes, from gatherPool; nil when there are none
-	whole     int     // length of the prefix of buf made of complete frames
-	urgent    bool    // a control frame is gathered
-	flushing  bool    // a goroutine is writing; it writes what is gathered meanwhile
-	closeSent bool    // a close frame was gathered: no data frame may follow
+	idle      sync.Cond // signalled when flushing ends; L is &mu
+	buf       *[]byte   // gathered bytes, from gatherPool; nil when there are none
+	whole     int       // length of the prefix of buf made of complete frames
+	urgent    bool      // a control frame is gathered
+	flushing  bool      // a goroutine is writing; it writes what is gathered meanwhile
+	closeSent bool      // a close frame was gathered: no data frame may follow
 }
+
+func newWire(conn net.Conn) *wire {
+	w := &wire{Conn: conn}
+	w.idle.L = &w.mu
+	return w
+}
+
+// errStalled ends a connection whose peer sends but does not read.
+var errStalled = errors.New("peer does not read what it asks for")
 
 var gatherPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
@@ -122,6 +136,12 @@ func (w *wire) hold(on bool) { w.held.Store(on) }
 // by the session's writer goroutine.
 func (w *wire) writeFrame(f []byte) error {
 	w.mu.Lock()
+	// Someone else (the library, answering a ping) is writing: wait for
+	// it rather than gather, so that what the client has not taken stays
+	// in its send queue, where it counts against the queue's bound.
+	for w.flushing {
+		w.idle.Wait()
+	}
 	if w.closeSent {
 		w.mu.Unlock()
 		return net.ErrClosed
@@ -134,6 +154,7 @@ func (w *wire) writeFrame(f []byte) error {
 		_, err := w.Conn.Write(f)
 		w.mu.Lock()
 		w.flushing = false
+		w.idle.Broadcast()
 		if err != nil {
 			w.mu.Unlock()
 			return err
@@ -183,6 +204,7 @@ func (w *wire) tryWrite(f []byte) (n int, pending bool, err error) {
 	}
 	w.mu.Lock()
 	w.flushing = false
+	w.idle.Broadcast()
 	if err == nil && n > 0 && n < len(f) {
 		b := slices.Insert(w.gatherBuf(), 0, f[n:]...)
 		*w.buf = b
@@ -226,6 +248,11 @@ func (w *wire) flushKept() error {
 // complete frames when it should.
 func (w *wire) Write(p []byte) (int, error) {
 	w.mu.Lock()
+	if w.flushing && w.buf != nil && len(*w.buf)+len(p) > maxGather {
+		w.mu.Unlock()
+		w.Conn.Close() // which also ends the write that is blocked
+		return 0, errStalled
+	}
 	b := append(w.gatherBuf(), p...)
 	*w.buf = b
 	n, control, closing := wholeFrames(b[w.whole:])
@@ -267,6 +294,7 @@ func (w *wire) flush() error {
 		}
 		w.mu.Lock()
 		w.flushing = false
+		w.idle.Broadcast()
 	}
 	w.mu.Unlock()
 	return err

@@ -47,7 +47,7 @@ func writePieces(t *testing.T, w *wire, b []byte) {
 
 func TestWire_WritesEachFrameWholeOnceComplete(t *testing.T) {
 	c := &recordingConn{}
-	w := &wire{Conn: c}
+	w := newWire(c)
 	for _, payload := range []string{"short", string(bytes.Repeat([]byte("x"), 300)), string(bytes.Repeat([]byte("y"), 70000))} {
 		f := frameOf(0x1, payload)
 		writePieces(t, w, f)
@@ -62,7 +62,7 @@ func TestWire_WritesEachFrameWholeOnceComplete(t *testing.T) {
 
 func TestWire_HeldFramesGoOutWithTheFirstAfterRelease(t *testing.T) {
 	c := &recordingConn{}
-	w := &wire{Conn: c}
+	w := newWire(c)
 	var want []byte
 	w.hold(true)
 	for i, s := range []string{"one", "two", "three"} {
@@ -90,7 +90,7 @@ func TestWire_HeldFramesGoOutWithTheFirstAfterRelease(t *testing.T) {
 
 func TestWire_ControlFramesAreNeverHeld(t *testing.T) {
 	c := &recordingConn{}
-	w := &wire{Conn: c}
+	w := newWire(c)
 	w.hold(true)
 	data, ping := frameOf(0x1, "data"), frameOf(0x9, "")
 	writePieces(t, w, data)
@@ -104,7 +104,7 @@ func TestWire_ControlFramesAreNeverHeld(t *testing.T) {
 
 func TestWire_HoldingStopsAtMaxGather(t *testing.T) {
 	c := &recordingConn{}
-	w := &wire{Conn: c}
+	w := newWire(c)
 	w.hold(true)
 	f := frameOf(0x1, string(bytes.Repeat([]byte("z"), 1000)))
 	n := 0
@@ -119,7 +119,7 @@ func TestWire_HoldingStopsAtMaxGather(t *testing.T) {
 
 func TestWire_HubFramesGoOutAsTheyAre(t *testing.T) {
 	c := &recordingConn{}
-	w := &wire{Conn: c}
+	w := newWire(c)
 	f := frameOf(0x1, "publication")
 	if err := w.writeFrame(f); err != nil {
 		t.Fatal(err)
@@ -131,7 +131,7 @@ func TestWire_HubFramesGoOutAsTheyAre(t *testing.T) {
 
 func TestWire_HubFramesGoAheadOfAHalfWrittenLibraryFrame(t *testing.T) {
 	c := &recordingConn{}
-	w := &wire{Conn: c}
+	w := newWire(c)
 	pong := frameOf(0xA, "")
 	mine := frameOf(0x1, "mine")
 	if _, err := w.Write(pong[:1]); err != nil {
@@ -150,7 +150,7 @@ func TestWire_HubFramesGoAheadOfAHalfWrittenLibraryFrame(t *testing.T) {
 
 func TestWire_NoDataFrameAfterAClose(t *testing.T) {
 	c := &recordingConn{}
-	w := &wire{Conn: c}
+	w := newWire(c)
 	if _, err := w.Write(frameOf(0x8, "\x0f\xa1")); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,8 @@ func TestWire_TryWriteNeverWaitsAndKeepsTheRest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &wire{Conn: conn, raw: raw, try: newRawWrite()}
+	w := newWire(conn)
+	w.raw, w.try = raw, newRawWrite()
 	defer w.Close()
 
 	f := frameOf(0x1, string(bytes.Repeat([]byte("p"), 60000)))

@@ -1,0 +1,88 @@
+package hub_test
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"herald/internal/heraldtest"
+)
+
+// wsFrame is a masked client frame, as RFC 6455 requires of clients.
+func wsFrame(opcode byte, payload []byte) []byte {
+	var mask [4]byte
+	_, _ = rand.Read(mask[:])
+	f := []byte{0x80 | opcode}
+	switch n := len(payload); {
+	case n < 126:
+		f = append(f, 0x80|byte(n))
+	default:
+		f = append(f, 0x80|126)
+		f = binary.BigEndian.AppendUint16(f, uint16(n))
+	}
+	f = append(f, mask[:]...)
+	for i, b := range payload {
+		f = append(f, b^mask[i%4])
+	}
+	return f
+}
+
+// A client that stops reading while the node has plenty to send it, and
+// sends pings meanwhile, must not make the node keep their pongs without
+// bound (they cannot be written, and they are not counted in the send
+// queue): the node closes it after a bounded amount.
+func TestStalledClientSendingPingsIsClosed(t *testing.T) {
+	n := start(t, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(n.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	key := make([]byte, 16)
+	_, _ = rand.Read(key)
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Protocol: herald.v1\r\n\r\n",
+		base64.StdEncoding.EncodeToString(key))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	send := func(b []byte) error {
+		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, err := conn.Write(b)
+		return err
+	}
+	if err := send(wsFrame(1, fmt.Appendf(nil, `{"id":1,"type":"connect","token":%q}`, heraldtest.Token(t, "42", "")))); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(wsFrame(1, []byte(`{"id":2,"type":"subscribe","channel":"user:42"}`))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	// Far more than the socket buffers hold, far less than the send queue
+	// (4 MiB): the node's writer for this client blocks.
+	pad := strings.Repeat("x", 1000)
+	for i := 0; i < 1000; i++ {
+		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	ping := wsFrame(9, make([]byte, 125))
+	sent := 0
+	for sent < 8<<20 {
+		if err := send(ping); err != nil {
+			t.Logf("closed by the node after %d KiB of pings: %v", sent>>10, err)
+			return
+		}
+		sent += len(ping)
+	}
+	t.Fatalf("%d KiB of pings sent to a client that reads nothing, and the node still takes them", sent>>10)
+}
