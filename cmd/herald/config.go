@@ -189,7 +189,12 @@ func providerSettings(slug string) []setting {
 		}},
 		{env: prefix + "USER_PREFIX", usage: "prefix for " + slug + " user ids", set: func(c *config, v string) error {
 			with(c, func(pc *ingress.Config) { pc.UserPrefix = v })
-			return nil
+			if v == "" {
+				return nil
+			}
+			// Checked here, not per event: a bad prefix would refuse
+			// every webhook that names a user.
+			return channels.ValidID(v + "0")
 		}},
 		{env: prefix + "ALLOW", usage: "comma list of CIDRs allowed to post " + slug + " webhooks", set: func(c *config, v string) error {
 			nets, err := cidrList(v)
@@ -248,6 +253,10 @@ func (c *config) validate() error {
 		return errors.New("HERALD_JWT_SECRET and HERALD_JWT_PUBLIC_KEY are exclusive: set one")
 	case c.RedisURL != "" && len(c.RedisCluster) > 0:
 		return errors.New("HERALD_REDIS_URL and HERALD_REDIS_CLUSTER are exclusive: set one")
+	case c.Dev && (c.RedisURL != "" || len(c.RedisCluster) > 0):
+		// --dev (or a stray HERALD_DEV) prints secrets and a token; it is
+		// not for a node configured for a shared broker.
+		return errors.New("--dev (HERALD_DEV) runs the embedded broker and prints its secrets: unset HERALD_REDIS_URL and HERALD_REDIS_CLUSTER, or do not use --dev")
 	case c.DrainWindow >= c.ShutdownTimeout:
 		return fmt.Errorf("HERALD_DRAIN_WINDOW (%s) must be shorter than HERALD_SHUTDOWN_TIMEOUT (%s): clients are closed within the window, and the node must still stop in time", c.DrainWindow, c.ShutdownTimeout)
 	}

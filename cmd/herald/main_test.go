@@ -44,6 +44,10 @@ func TestConfig_ErrorsNameTheSetting(t *testing.T) {
 		{append(base, "HERALD_INGRESS_KRIPTOMAT_ALLOW", "10.0.0.0/8,nowhere"), nil, "HERALD_INGRESS_KRIPTOMAT_ALLOW"},
 		{append(base, "HERALD_INGRESS_KRIPTOMAT_MERCHANT", "a b"), nil, "HERALD_INGRESS_KRIPTOMAT_MERCHANT"},
 		{append(base, "HERALD_JWT_PUBLIC_KEY", "/nonexistent.pem"), nil, "exclusive"},
+		{append(base, "HERALD_INGRESS_KRIPTOMAT_USER_PREFIX", "km/"), nil, "HERALD_INGRESS_KRIPTOMAT_USER_PREFIX"},
+		{append(base, "HERALD_INGRESS_PARTNER_USER_PREFIX", strings.Repeat("p", 128)), nil, "HERALD_INGRESS_PARTNER_USER_PREFIX"},
+		{append(base, "HERALD_DEV", "1", "HERALD_REDIS_URL", "redis://10.0.0.5:6379"), nil, "--dev (HERALD_DEV) runs the embedded broker"},
+		{append(base, "HERALD_REDIS_CLUSTER", "10.0.0.5:7000"), []string{"--dev"}, "--dev (HERALD_DEV) runs the embedded broker"},
 		{base, []string{"--history-size", "0"}, "HERALD_HISTORY_SIZE"},
 		{base, []string{"--no-such-flag"}, "no-such-flag"},
 	}
