@@ -204,9 +204,22 @@ func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, o
 
 // History implements channels.Broker.
 func (b *Broker) History(ctx context.Context, ch string, opts channels.HistoryOptions) (channels.HistoryResult, error) {
+	return b.history(ctx, ch, opts, false)
+}
+
+// history reads a log. With resync, since is a position this node itself
+// handed on, and one beyond the log's newest offset in the same epoch
+// means that Redis came back from an older state (a snapshot, a replica
+// behind): the log then takes a new epoch, so that every node and every
+// resume sees the gap instead of offsets used twice. A client's since
+// never does that, or any client could make all others resync.
+func (b *Broker) history(ctx context.Context, ch string, opts channels.HistoryOptions, resync bool) (channels.HistoryResult, error) {
 	mode, sinceOff, sinceEpoch := "newest", "0", ""
 	if opts.Since != nil {
 		mode, sinceOff, sinceEpoch = "since", strconv.FormatUint(opts.Since.Offset, 10), opts.Since.Epoch
+		if resync {
+			mode = "resync"
+		}
 	}
 	reply, err := historyScript.Run(ctx, b.client, []string{b.metaKey(ch), b.logKey(ch)},
 		newEpoch(), ms(b.opts.MetaTTL), mode, sinceOff, sinceEpoch, max(opts.Limit, 0),

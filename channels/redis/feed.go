@@ -195,7 +195,7 @@ func (b *Broker) historyRetry(ch string, since channels.Position) (channels.Hist
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 		var res channels.HistoryResult
-		res, err = b.History(ctx, ch, channels.HistoryOptions{Since: &since})
+		res, err = b.history(ctx, ch, channels.HistoryOptions{Since: &since}, true)
 		cancel()
 		if err == nil || !errors.Is(err, channels.ErrUnavailable) {
 			return res, err

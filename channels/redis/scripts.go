@@ -111,9 +111,13 @@ return out
 // empty channel gets an epoch that later publications keep.
 //
 //	KEYS: meta, log
-//	ARGV: candidate epoch, meta TTL ms, mode ("since" or "newest"),
-//	      since offset, since epoch, limit (0: none)
+//	ARGV: candidate epoch, meta TTL ms, mode ("since", "resync" or
+//	      "newest"), since offset, since epoch, limit (0: none)
 //	returns {epoch, top, earliest, entries}
+//
+// "resync" is "since" for a position the node handed on itself: one
+// beyond the newest offset in the same epoch means the log went back to
+// an older state, and it takes the candidate epoch (Broker.history).
 var historyScript = goredis.NewScript(`
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -123,12 +127,16 @@ if not epoch then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local top = tonumber(redis.call('HGET', KEYS[1], 'top'))
+if ARGV[3] == 'resync' and ARGV[5] == epoch and tonumber(ARGV[4]) > top then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
 local earliest = top + 1
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 if #first > 0 then earliest = tonumber(string.match(first[1][1], '^(%d+)')) end
 local limit = tonumber(ARGV[6])
 local entries = {}
-if ARGV[3] == 'since' then
+if ARGV[3] == 'since' or ARGV[3] == 'resync' then
   local since = tonumber(ARGV[4])
   if ARGV[5] == epoch and since < top then
     local from = (since + 1) .. '-0'

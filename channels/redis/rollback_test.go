@@ -1,0 +1,82 @@
+package redis_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"herald/channels"
+	"herald/internal/heraldtest"
+	"herald/internal/redistest"
+)
+
+// Redis that comes back from an older state (here a snapshot taken at
+// offset 5, after 10 were published) keeps the log's epoch but not its
+// offsets 6 to 10, which the next publications would use again. The node
+// that had handed those on notices when it re-reads the log, and the log
+// takes a new epoch: its subscribers get a gap into it, then what it
+// holds and what follows; a client resuming from 10 is told of the gap
+// too. Before, the re-read was ignored and the new 6 to 10 were dropped
+// as already delivered.
+func TestRedisBackFromAnOlderState_IsANewEpoch(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	cfg := heraldtest.Config()
+	cfg.RedisURL = srv.URL()
+	n := heraldtest.Start(t, cfg)
+	publish := func(i int) {
+		t.Helper()
+		var err error
+		for try := 0; try < 50; try++ {
+			if _, err = n.Server.Broker().Publish(context.Background(), "user:1", json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)), channels.PublishOptions{}); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("publish %d: %v", i, err)
+	}
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "1", ""))
+	epoch := c.Subscribe("user:1").String("epoch")
+	for i := 1; i <= 10; i++ {
+		publish(i)
+		if i == 5 {
+			if _, err := srv.Do("SAVE"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := 1; i <= 10; i++ {
+		if f := c.Expect("pub"); f.Offset() != uint64(i) {
+			t.Fatalf("pub %v", f)
+		}
+	}
+
+	srv.Kill()
+	srv.StartAgain() // loads the snapshot: offset 5, same epoch
+	gap, err := c.ReadTimeout(15 * time.Second)
+	if err != nil || gap.Type() != "subscribed" || gap["recovered"] != false || gap.String("reason") != "epoch_mismatch" || gap.String("epoch") == epoch {
+		t.Fatalf("after the restore: %v %v", gap, err)
+	}
+	newEpoch := gap.String("epoch")
+	data := func(f heraldtest.Frame) float64 { n, _ := f["data"].(map[string]any)["n"].(float64); return n }
+	for i := 1; i <= 5; i++ { // what the new epoch holds
+		if f := c.Expect("pub"); f.Offset() != uint64(i) || f.String("epoch") != newEpoch || data(f) != float64(i) {
+			t.Fatalf("held %d: %v", i, f)
+		}
+	}
+	for i := 106; i <= 111; i++ {
+		publish(i)
+	}
+	for i := 106; i <= 111; i++ {
+		if f := c.Expect("pub"); f.Offset() != uint64(i-100) || data(f) != float64(i) {
+			t.Fatalf("new %d: %v", i, f)
+		}
+	}
+
+	r := heraldtest.Connect(t, n, heraldtest.Token(t, "1", ""))
+	r.Send(map[string]any{"type": "subscribe", "channel": "user:1", "since": map[string]any{"offset": 10, "epoch": epoch}})
+	if f := r.Expect("subscribed"); f["recovered"] != false || f.String("epoch") != newEpoch || f.Offset() != 11 {
+		t.Fatalf("resume from 10: %v", f)
+	}
+}
