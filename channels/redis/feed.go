@@ -28,7 +28,7 @@ type feed struct {
 	known  bool
 	epoch  string
 	last   uint64
-	resync bool // the feed was interrupted: re-read the log on confirmation
+	resync bool // the feed was interrupted: re-read the log on confirmation (or in Subscribe, if its position was not known yet)
 }
 
 // Subscribe implements channels.Broker: it returns once Redis confirmed the
@@ -69,6 +69,11 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	f.mu.Lock()
 	if !f.known || f.epoch != top.Epoch || f.last < top.Offset {
 		f.known, f.epoch, f.last = true, top.Epoch, top.Offset
+	}
+	if f.resync {
+		// The pub/sub connection broke while the log was being read:
+		// what was published meanwhile did not come through it.
+		b.backfill(f)
 	}
 	f.mu.Unlock()
 	return nil

@@ -260,9 +260,9 @@ func (s *shard) interrupted() {
 	s.mu.Unlock()
 	for _, f := range feeds {
 		f.mu.Lock()
-		if f.known {
-			f.resync = true
-		}
+		// A feed whose position is not known yet (Subscribe is between
+		// the confirmation and reading the log) is re-read by Subscribe.
+		f.resync = true
 		f.mu.Unlock()
 	}
 }
@@ -285,7 +285,7 @@ func (s *shard) confirmed(name string) {
 		return
 	}
 	f.mu.Lock()
-	if f.resync {
+	if f.resync && f.known {
 		s.b.backfill(f)
 	}
 	f.mu.Unlock()
