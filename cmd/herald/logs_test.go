@@ -136,3 +136,17 @@ func TestLogs_NeverShowSecretsTokensOrPayloads(t *testing.T) {
 		t.Errorf("%d ingress lines for 5 webhooks:\n%s", ingressLines, logs)
 	}
 }
+
+// A dedup window shorter than the slowest provider's retries is allowed
+// (a test rig may want it) but said at start, since retries after it are
+// published again; the default says nothing.
+func TestLogs_WarnOfADedupWindowShorterThanRetries(t *testing.T) {
+	const warning = "HERALD_DEDUP_WINDOW is shorter than the longest provider retries"
+	short := startNode(t, freeAddr(t), "HERALD_DEDUP_WINDOW=1h")
+	short.waitOutput(t, warning, 5*time.Second)
+	def := startNode(t, freeAddr(t))
+	time.Sleep(200 * time.Millisecond)
+	if out := def.stdout.String() + def.stderr.String(); strings.Contains(out, warning) {
+		t.Errorf("the default window is warned of:\n%s", out)
+	}
+}

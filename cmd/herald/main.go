@@ -86,6 +86,10 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
 	logger.Info("herald listening", "addr", ln.Addr().String(), "node", cfg.NodeID, "broker", brokerName(cfg))
+	if cfg.DedupWindow < longestProviderRetries {
+		logger.Warn("HERALD_DEDUP_WINDOW is shorter than the longest provider retries: a webhook retried after it is published again",
+			"dedup_window", cfg.DedupWindow.String(), "longest_provider_retries", longestProviderRetries.String())
+	}
 	if cfg.Dev {
 		printDev(stdout, cfg, ln.Addr())
 	}
@@ -134,6 +138,10 @@ func serverConfig(cfg *config, logger *slog.Logger) (server.Config, error) {
 		Logger: logger,
 	}, nil
 }
+
+// longestProviderRetries is how long the slowest provider keeps retrying a
+// webhook (the crypto processing gateway, about 34 h; docs/EVENTS.md).
+const longestProviderRetries = 34 * time.Hour
 
 func brokerName(cfg *config) string {
 	switch {
