@@ -19,6 +19,14 @@ type Appender interface {
 	Append(ctx context.Context, channels []string, data json.RawMessage, opts PublishOptions, seq *Sequence) (AppendResult, error)
 }
 
+// A Deduplicator tells whether a channel already appended a publication
+// under an idempotency key (within the key's TTL). A caller without an
+// Appender asks it before ranking a publication, so that a retry leaves
+// the sequence as it was, as an Appender does.
+type Deduplicator interface {
+	Seen(ctx context.Context, channel, key string) (bool, error)
+}
+
 // A Sequence ranks a publication among the others of one sequence (the
 // statuses of one payment), so that one arriving after a higher-ranked one
 // is published marked as late, never dropped.

@@ -231,13 +231,19 @@ type separately struct {
 func (s separately) Append(ctx context.Context, chans []string, data json.RawMessage, opts channels.PublishOptions, seq *channels.Sequence) (channels.AppendResult, error) {
 	var res channels.AppendResult
 	if seq != nil {
-		current, late, err := s.statuses.Advance(ctx, seq.Key, seq.Label, seq.Rank, seq.TTL)
+		retry, err := s.retry(ctx, chans, opts.IdempotencyKey)
 		if err != nil {
-			return res, fmt.Errorf("status store: %w", err)
+			return res, err
 		}
-		res.Late, res.Current = late, current
-		if late {
-			data = seq.Mark(data, current)
+		if !retry { // a retry leaves the status as it was
+			current, late, err := s.statuses.Advance(ctx, seq.Key, seq.Label, seq.Rank, seq.TTL)
+			if err != nil {
+				return res, fmt.Errorf("status store: %w", err)
+			}
+			res.Late, res.Current = late, current
+			if late {
+				data = seq.Mark(data, current)
+			}
 		}
 	}
 	for _, ch := range chans {
@@ -248,6 +254,22 @@ func (s separately) Append(ctx context.Context, chans []string, data json.RawMes
 		res.Results = append(res.Results, r)
 	}
 	return res, nil
+}
+
+// retry reports whether every channel already has a publication under
+// key: a provider's retry, which must leave the status as it was.
+func (s separately) retry(ctx context.Context, chans []string, key string) (bool, error) {
+	d, ok := s.broker.(channels.Deduplicator)
+	if !ok || key == "" {
+		return false, nil
+	}
+	for _, ch := range chans {
+		seen, err := d.Seen(ctx, ch, key)
+		if err != nil || !seen {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // staleRoom is what marking an event stale may add to it: the members

@@ -71,6 +71,15 @@ type instrumented struct {
 // Unwrap returns the broker being instrumented.
 func (b *instrumented) Unwrap() channels.Broker { return b.Broker }
 
+// Seen passes channels.Deduplicator through; a broker without one has
+// seen nothing.
+func (b *instrumented) Seen(ctx context.Context, channel, key string) (bool, error) {
+	if d, ok := b.Broker.(channels.Deduplicator); ok {
+		return d.Seen(ctx, channel, key)
+	}
+	return false, nil
+}
+
 func (b *instrumented) Publish(ctx context.Context, channel string, data json.RawMessage, opts channels.PublishOptions) (channels.PublishResult, error) {
 	start := time.Now()
 	res, err := b.Broker.Publish(ctx, channel, data, opts)

@@ -254,7 +254,23 @@ func testIdempotency(t *testing.T, f Factory) {
 	if _, err := b.Publish(ctx(t), "user:i", data(3), short); err != nil {
 		t.Fatal(err)
 	}
+	seen := func(ch, key string, want bool) {
+		t.Helper()
+		d, ok := b.(channels.Deduplicator)
+		if !ok {
+			t.Fatalf("%T is not a channels.Deduplicator", b)
+		}
+		if got, err := d.Seen(ctx(t), ch, key); err != nil || got != want {
+			t.Errorf("Seen(%s, %s) = %v, %v; want %v", ch, key, got, err, want)
+		}
+	}
+	seen("user:i", "k1", true)
+	seen("user:j", "k1", true)
+	seen("user:i", "k2", true)
+	seen("user:i", "k9", false)
+	seen("user:nowhere", "k1", false)
 	time.Sleep(400 * time.Millisecond)
+	seen("user:i", "k2", false)
 	if r, err := b.Publish(ctx(t), "user:i", data(3), short); err != nil || r.Duplicate {
 		t.Fatalf("key outlived its TTL: %+v %v", r, err)
 	}

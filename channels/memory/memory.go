@@ -177,6 +177,20 @@ func (b *Broker) expire(l *log, now time.Time) {
 	}
 }
 
+// Seen implements channels.Deduplicator.
+func (b *Broker) Seen(_ context.Context, channel, key string) (bool, error) {
+	b.mu.RLock()
+	l, ok := b.chans[channel]
+	b.mu.RUnlock()
+	if !ok {
+		return false, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k, ok := l.keys[key]
+	return ok && !l.dead && b.opts.Now().Before(k.expires), nil
+}
+
 // Publish implements channels.Broker.
 func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessage, opts channels.PublishOptions) (channels.PublishResult, error) {
 	if err := ctx.Err(); err != nil {

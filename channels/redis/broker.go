@@ -163,6 +163,15 @@ func (b *Broker) Ready(ctx context.Context) error {
 
 // Key names; see the package documentation.
 
+// Seen implements channels.Deduplicator.
+func (b *Broker) Seen(ctx context.Context, ch, key string) (bool, error) {
+	n, err := b.client.Exists(ctx, b.idemKey(ch, key)).Result()
+	if err != nil {
+		return false, unavailable("dedup check", err)
+	}
+	return n > 0, nil
+}
+
 func (b *Broker) metaKey(ch string) string { return "herald:{" + ch + "}:meta" }
 func (b *Broker) logKey(ch string) string  { return "herald:{" + ch + "}:log" }
 func (b *Broker) idemKey(ch, key string) string {

@@ -125,15 +125,19 @@ func TestNodes_IngestOnOneNodeDeliversOnOthers(t *testing.T) {
 }
 
 // TestNodes_StatusesRankAsOnTheEmbeddedBroker sends a status, a late
-// lower one, and retries of both, and finds the same answers and the same
-// bytes in the logs as on the embedded broker: on a single Redis each
-// event goes to all its channels, ranked, in one script (append); on a
-// cluster through the status store and one publish per channel.
+// lower one, and retries of both; then a final status of equal rank, a
+// retry of the first (which must not bring it back) and another late one.
+// It finds the same answers and the same bytes in the logs as on the
+// embedded broker: on a single Redis each event goes to all its channels,
+// ranked, in one script (append); on a cluster through the status store
+// and one publish per channel.
 func TestNodes_StatusesRankAsOnTheEmbeddedBroker(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	success := []byte(`{"user_id":5,"id":77,"type":"FIAT_DEPOSIT","amount":10.00,"state":"SUCCESS"}`)
 	pending := bytes.Replace(success, []byte("SUCCESS"), []byte("PENDING"), 1)
-	steps := [][]byte{success, pending, pending, success}
+	failed := bytes.Replace(success, []byte("SUCCESS"), []byte("ERROR"), 1)
+	processing := bytes.Replace(success, []byte("SUCCESS"), []byte("PROCESSING"), 1)
+	steps := [][]byte{success, pending, pending, success, failed, success, processing}
 	type outcome struct {
 		answers []string
 		logs    map[string][]string
@@ -158,8 +162,8 @@ func TestNodes_StatusesRankAsOnTheEmbeddedBroker(t *testing.T) {
 		}
 		m := n.Metrics(t)
 		for _, ns := range []string{"user", "merchant"} {
-			if pubs, dups := m.Get("herald_publications_total", "namespace", ns), m.Get("herald_dedup_hits_total", "namespace", ns); pubs != 2 || dups != 2 {
-				t.Errorf("%s: %v publications and %v dedup hits counted, want 2 and 2", ns, pubs, dups)
+			if pubs, dups := m.Get("herald_publications_total", "namespace", ns), m.Get("herald_dedup_hits_total", "namespace", ns); pubs != 4 || dups != 3 {
+				t.Errorf("%s: %v publications and %v dedup hits counted, want 4 and 3", ns, pubs, dups)
 			}
 		}
 		if cfg.RedisURL != "" {
@@ -170,7 +174,8 @@ func TestNodes_StatusesRankAsOnTheEmbeddedBroker(t *testing.T) {
 		return o
 	}
 	want := run(t, heraldtest.Config())
-	if l := want.logs["user:5"]; len(l) != 2 || strings.Contains(l[0], "stale") || !strings.Contains(l[1], `"stale":true,"current_status":"succeeded"`) {
+	if l := want.logs["user:5"]; len(l) != 4 || strings.Contains(l[0], "stale") || !strings.Contains(l[1], `"stale":true,"current_status":"succeeded"`) ||
+		strings.Contains(l[2], "stale") || !strings.Contains(l[3], `"stale":true,"current_status":"failed"`) {
 		t.Fatalf("embedded broker: %q", l)
 	}
 	each(t, func(t *testing.T, b backend) {
