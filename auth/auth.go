@@ -236,6 +236,15 @@ func Mint(secret []byte, c Claims) (string, error) {
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
 }
 
+// CheckedBy sets the issuer and audience a node requires of tokens
+// (HERALD_JWT_ISSUER, HERALD_JWT_AUDIENCE); empty ones stay unset.
+func (c *Claims) CheckedBy(issuer, audience string) {
+	c.Issuer = issuer
+	if audience != "" {
+		c.Audience = jwt.ClaimStrings{audience}
+	}
+}
+
 // NewClaims fills the claims a token needs: subject, expiry ttl from now, and
 // optionally a merchant and listed channels.
 func NewClaims(sub, merchant string, chans []string, ttl time.Duration, now time.Time) Claims {

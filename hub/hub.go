@@ -163,13 +163,13 @@ func New(opts Options) (*Hub, error) {
 	}, nil
 }
 
-// Clients returns the number of connected clients.
 // MaxPublication is the largest publication data this hub's clients can
 // be sent: half the send queue, so that one always fits in a replay page
 // and a history reply, and a frame larger than the whole queue never
 // closes every subscriber of its channel, and again on every resume.
 func (h *Hub) MaxPublication() int { return h.opts.SendQueueBytes / 2 }
 
+// Clients returns the number of connected clients.
 func (h *Hub) Clients() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()

@@ -122,6 +122,13 @@ func newWire(conn net.Conn) *wire {
 	return w
 }
 
+// doneFlushing marks the connection free to write again and wakes a
+// writeFrame waiting for that. w.mu is held.
+func (w *wire) doneFlushing() {
+	w.flushing = false
+	w.idle.Broadcast()
+}
+
 // errStalled ends a connection whose peer sends but does not read.
 var errStalled = errors.New("peer does not read what it asks for")
 
@@ -153,8 +160,7 @@ func (w *wire) writeFrame(f []byte) error {
 		w.mu.Unlock()
 		_, err := w.Conn.Write(f)
 		w.mu.Lock()
-		w.flushing = false
-		w.idle.Broadcast()
+		w.doneFlushing()
 		if err != nil {
 			w.mu.Unlock()
 			return err
@@ -203,8 +209,7 @@ func (w *wire) tryWrite(f []byte) (n int, pending bool, err error) {
 		err = werr
 	}
 	w.mu.Lock()
-	w.flushing = false
-	w.idle.Broadcast()
+	w.doneFlushing()
 	if err == nil && n > 0 && n < len(f) {
 		b := slices.Insert(w.gatherBuf(), 0, f[n:]...)
 		*w.buf = b
@@ -293,8 +298,7 @@ func (w *wire) flush() error {
 			gatherPool.Put(out)
 		}
 		w.mu.Lock()
-		w.flushing = false
-		w.idle.Broadcast()
+		w.doneFlushing()
 	}
 	w.mu.Unlock()
 	return err

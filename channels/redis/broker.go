@@ -163,15 +163,6 @@ func (b *Broker) Ready(ctx context.Context) error {
 
 // Key names; see the package documentation.
 
-// Seen implements channels.Deduplicator.
-func (b *Broker) Seen(ctx context.Context, ch, key string) (bool, error) {
-	n, err := b.client.Exists(ctx, b.idemKey(ch, key)).Result()
-	if err != nil {
-		return false, unavailable("dedup check", err)
-	}
-	return n > 0, nil
-}
-
 func (b *Broker) metaKey(ch string) string { return "herald:{" + ch + "}:meta" }
 func (b *Broker) logKey(ch string) string  { return "herald:{" + ch + "}:log" }
 func (b *Broker) idemKey(ch, key string) string {
@@ -209,6 +200,15 @@ func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, o
 		return channels.PublishResult{}, fmt.Errorf("redis publish: %w", err)
 	}
 	return channels.PublishResult{Position: pos, Duplicate: flag == 0}, nil
+}
+
+// Seen implements channels.Deduplicator.
+func (b *Broker) Seen(ctx context.Context, ch, key string) (bool, error) {
+	n, err := b.client.Exists(ctx, b.idemKey(ch, key)).Result()
+	if err != nil {
+		return false, unavailable("dedup check", err)
+	}
+	return n > 0, nil
 }
 
 // History implements channels.Broker.

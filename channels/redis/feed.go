@@ -24,11 +24,13 @@ type feed struct {
 
 	// mu serialises delivery and backfill for the channel; the fields
 	// below are the position of the last publication handed on.
-	mu     sync.Mutex
-	known  bool
-	epoch  string
-	last   uint64
-	resync bool // the feed was interrupted: re-read the log on confirmation (or in Subscribe, if its position was not known yet)
+	mu    sync.Mutex
+	known bool
+	epoch string
+	last  uint64
+	// resync: the feed was interrupted; re-read the log on confirmation,
+	// or in Subscribe if its position was not known yet.
+	resync bool
 }
 
 // Subscribe implements channels.Broker: it returns once Redis confirmed the

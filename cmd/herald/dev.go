@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"herald/auth"
 )
 
@@ -50,10 +48,7 @@ func applyDev(c *config) {
 // audience the node checks, so the token works whatever was configured.
 func devClaims(c *config, now time.Time) auth.Claims {
 	claims := auth.NewClaims(devUser, devMerchant, devChannels(c), 24*time.Hour, now)
-	claims.Issuer = c.JWTIssuer
-	if c.JWTAudience != "" {
-		claims.Audience = jwt.ClaimStrings{c.JWTAudience}
-	}
+	claims.CheckedBy(c.JWTIssuer, c.JWTAudience)
 	return claims
 }
 
@@ -93,10 +88,11 @@ func printDev(w io.Writer, c *config, addr net.Addr) {
 	base := "http://" + localAddr(addr)
 	fmt.Fprintf(w, "\nherald --dev is running at %s (embedded broker; nothing survives a restart)\n\n", base)
 	if c.JWTSecret != "" {
-		token, err := auth.Mint([]byte(c.JWTSecret), devClaims(c, time.Now()))
+		claims := devClaims(c, time.Now())
+		token, err := auth.Mint([]byte(c.JWTSecret), claims)
 		if err == nil {
 			fmt.Fprintf(w, "Dashboard:  %s/#token=%s\n", base, token)
-			fmt.Fprintf(w, "Token (sub=%s, merchant=%s%s, 24h):\n  %s\n", devUser, devMerchant, alsoGranted(devChannels(c)), token)
+			fmt.Fprintf(w, "Token (sub=%s, merchant=%s%s, 24h):\n  %s\n", devUser, devMerchant, alsoGranted(claims.Channels), token)
 			fmt.Fprintf(w, "Follow from a terminal:\n  herald tail merchant:%s --url %s --token %s\n", devMerchant, base, token)
 			if k, ok := c.Providers["kriptomat"]; ok {
 				fmt.Fprintf(w, "  herald send kriptomat testdata/kriptomat/deposit.json --url %s --secret %s\n", base, k.Secret)

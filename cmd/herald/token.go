@@ -7,8 +7,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"herald/auth"
 	"herald/channels"
 )
@@ -43,10 +41,7 @@ func runToken(_ context.Context, args []string, env lookupFunc, stdout, stderr i
 	if err != nil {
 		return usageError(stderr, "token", err)
 	}
-	claims.Issuer = *issuer
-	if *audience != "" {
-		claims.Audience = jwt.ClaimStrings{*audience}
-	}
+	claims.CheckedBy(*issuer, *audience)
 	tok, err := auth.Mint([]byte(*secret), claims)
 	if err != nil {
 		return failed(stderr, "token", err)
