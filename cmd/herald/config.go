@@ -194,7 +194,13 @@ func providerSettings(slug string) []setting {
 			}
 			// Checked here, not per event: a bad prefix would refuse
 			// every webhook that names a user.
-			return channels.ValidID(v + "0")
+			if err := channels.ValidID(v); err != nil {
+				return err
+			}
+			if len(v) >= channels.MaxIDLength {
+				return fmt.Errorf("%d characters leave no room for a user id (ids have at most %d)", len(v), channels.MaxIDLength)
+			}
+			return nil
 		}},
 		{env: prefix + "ALLOW", usage: "comma list of CIDRs allowed to post " + slug + " webhooks", set: func(c *config, v string) error {
 			nets, err := cidrList(v)
