@@ -56,6 +56,14 @@ type HistoryOptions struct {
 	// selects the newest Limit; with Since, the first Limit after it. 0
 	// returns none without Since and all retained with Since.
 	Limit int
+	// MaxBytes, when positive, bounds what is read by the size of the
+	// publications' data: the selection (the newest without Since, the
+	// first after Since with it) stops at the first publication whose data
+	// brings the total above MaxBytes, that one included, so at least one
+	// is returned whenever any is selected. A caller with an exact bound
+	// trims the rest; MaxBytes keeps a broker from loading a thousand
+	// large publications to return a few.
+	MaxBytes int
 }
 
 // HistoryResult is a consistent snapshot of a log.

@@ -139,13 +139,14 @@ type HistoryReply struct {
 	Reason       string               `json:"reason,omitempty"`
 	Publications []HistoryPublication `json:"publications"`
 	// Truncated says that publications were left out to keep the reply
-	// within its size bound (websocket replies only; see bounded).
+	// within its size bound (see bounded).
 	Truncated bool `json:"truncated,omitempty"`
 }
 
-// NewHistoryReply turns a broker snapshot into the reply shape. since is
-// the position the request read after, or nil.
-func NewHistoryReply(channel string, res channels.HistoryResult, since *channels.Position) HistoryReply {
+// NewHistoryReply turns a broker snapshot into the reply shape, kept
+// within budget bytes (see bounded). since is the position the request
+// read after, or nil.
+func NewHistoryReply(channel string, res channels.HistoryResult, since *channels.Position, budget int) HistoryReply {
 	r := HistoryReply{
 		Channel:      channel,
 		Epoch:        res.Epoch,
@@ -159,6 +160,7 @@ func NewHistoryReply(channel string, res channels.HistoryResult, since *channels
 		ok, reason := res.Recover(*since)
 		r.Recovered, r.Reason = &ok, reason
 	}
+	r.Publications, r.Truncated = bounded(r.Publications, budget, since == nil)
 	return r
 }
 

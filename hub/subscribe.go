@@ -188,7 +188,7 @@ func (c *client) subscribe(f frame) {
 
 	opts := channels.HistoryOptions{Since: f.Since}
 	if f.Since != nil {
-		opts.Limit = replayPage
+		opts.Limit, opts.MaxBytes = replayPage, c.hub.replayBytes()
 	}
 	res, err := c.hub.broker.History(ctx, name, opts)
 	if err != nil {
@@ -228,6 +228,10 @@ func (c *client) subscribe(f frame) {
 // a time.
 const replayPage = 256
 
+// replayBytes bounds what a resume reads at a time by size: what
+// queueMissed can queue, half the send queue.
+func (h *Hub) replayBytes() int { return h.opts.SendQueueBytes / 2 }
+
 // queueMissed queues missed publications up to target, in order, as long
 // as the client's queue has room for them (half of it; the rest is for
 // live traffic). The caller continues from s.last. hc.mu is held.
@@ -237,7 +241,7 @@ func (s *subscription) queueMissed(pubs []channels.Publication, target uint64) {
 		if p.Offset <= s.last || p.Offset > target {
 			continue
 		}
-		if !s.c.sendWithin(pubFrame(s.hc.name, p), s.c.hub.opts.SendQueueBytes/2) {
+		if !s.c.sendWithin(pubFrame(s.hc.name, p), s.c.hub.replayBytes()) {
 			break
 		}
 		s.last = p.Offset
@@ -262,7 +266,7 @@ func (c *client) replay(s *subscription, target uint64) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, c.hub.opts.BrokerTimeout)
-		res, err := c.hub.broker.History(ctx, hc.name, channels.HistoryOptions{Since: &since, Limit: replayPage})
+		res, err := c.hub.broker.History(ctx, hc.name, channels.HistoryOptions{Since: &since, Limit: replayPage, MaxBytes: c.hub.replayBytes()})
 		cancel()
 		if err != nil {
 			// The rest of the log cannot be read now: let the client come
@@ -356,7 +360,7 @@ func (c *client) history(f frame) {
 		c.replyError(f.ID, err)
 		return
 	}
-	opts, err := HistoryRequest(f.Since, f.Limit)
+	opts, err := HistoryRequest(f.Since, f.Limit, c.hub.HistoryBytes())
 	if err != nil {
 		c.replyError(f.ID, err)
 		return
@@ -368,9 +372,8 @@ func (c *client) history(f frame) {
 		c.replyError(f.ID, err)
 		return
 	}
-	reply := NewHistoryReply(name, res, f.Since)
+	reply := NewHistoryReply(name, res, f.Since, c.hub.HistoryBytes())
 	reply.ID, reply.Type = f.ID, "history"
-	reply.Publications, reply.Truncated = bounded(reply.Publications, c.hub.opts.SendQueueBytes/2, f.Since == nil)
 	c.send(encode(reply))
 }
 
@@ -406,10 +409,15 @@ func bounded(pubs []HistoryPublication, budget int, newest bool) ([]HistoryPubli
 	return pubs[:n], true
 }
 
+// HistoryBytes bounds a history frame: half the send queue, so that a
+// reply never closes the client that asked as too slow.
+func (h *Hub) HistoryBytes() int { return h.opts.SendQueueBytes / 2 }
+
 // HistoryRequest validates a history request's since and limit (nil when
-// absent) and returns the broker options for it.
-func HistoryRequest(since *channels.Position, limit *int) (channels.HistoryOptions, error) {
-	opts := channels.HistoryOptions{Since: since, Limit: DefaultHistoryLimit}
+// absent) and returns the broker options for a reply of at most budget
+// bytes (see NewHistoryReply).
+func HistoryRequest(since *channels.Position, limit *int, budget int) (channels.HistoryOptions, error) {
+	opts := channels.HistoryOptions{Since: since, Limit: DefaultHistoryLimit, MaxBytes: budget}
 	if limit != nil {
 		if *limit < 1 || *limit > MaxHistoryLimit {
 			return opts, badRequest(fmt.Sprintf(`"limit" must be between 1 and %d`, MaxHistoryLimit))

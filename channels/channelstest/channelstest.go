@@ -4,9 +4,11 @@
 package channelstest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +31,7 @@ func Run(t *testing.T, newBroker Factory) {
 	t.Run("OffsetsStartAtOneAndIncrease", func(t *testing.T) { testOffsets(t, newBroker) })
 	t.Run("EpochIsStableAndSharedByReaders", func(t *testing.T) { testEpoch(t, newBroker) })
 	t.Run("HistoryNewestAndSince", func(t *testing.T) { testHistory(t, newBroker) })
+	t.Run("HistoryWithinMaxBytes", func(t *testing.T) { testHistoryBytes(t, newBroker) })
 	t.Run("RetentionKeepsNewestSize", func(t *testing.T) { testSize(t, newBroker) })
 	t.Run("RetentionTTLKeepsOffset", func(t *testing.T) { testTTL(t, newBroker) })
 	t.Run("IdempotencyKey", func(t *testing.T) { testIdempotency(t, newBroker) })
@@ -183,6 +186,60 @@ func testHistory(t *testing.T, f Factory) {
 	if len(r.Publications) != 0 || r.Offset != 10 {
 		t.Fatalf("limit 0 without since: %+v", r)
 	}
+}
+
+// testHistoryBytes holds brokers to HistoryOptions.MaxBytes: the selection
+// stops at the publication that brings the data above the bound, that one
+// included, from the end the request selects; Limit still applies.
+func testHistoryBytes(t *testing.T, f Factory) {
+	b, _ := start(t, f, Options{HistorySize: 1000})
+	const size = 100
+	padded := func(i int) json.RawMessage {
+		d := fmt.Sprintf(`{"n":%03d,"pad":"`, i)
+		return json.RawMessage(d + strings.Repeat("x", size-len(d)-2) + `"}`)
+	}
+	for i := 1; i <= 10; i++ {
+		if _, err := b.Publish(ctx(t), "user:bytes", padded(i), channels.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	epoch := history(t, b, "user:bytes", channels.HistoryOptions{}).Epoch
+	since := func(off uint64) *channels.Position { return &channels.Position{Offset: off, Epoch: epoch} }
+	for _, c := range []struct {
+		name     string
+		opts     channels.HistoryOptions
+		from, to uint64
+	}{
+		{"newest, bound inside the third", channels.HistoryOptions{Limit: 10, MaxBytes: 2*size + size/2}, 8, 10},
+		{"newest, bound on the third's end", channels.HistoryOptions{Limit: 10, MaxBytes: 3 * size}, 7, 10},
+		{"newest, limit before bound", channels.HistoryOptions{Limit: 2, MaxBytes: 5 * size}, 9, 10},
+		{"since, bound inside the third", channels.HistoryOptions{Since: since(0), MaxBytes: 2*size + size/2}, 1, 3},
+		{"since, bound of one byte", channels.HistoryOptions{Since: since(4), MaxBytes: 1}, 5, 5},
+		{"since, limit before bound", channels.HistoryOptions{Since: since(4), Limit: 2, MaxBytes: 5 * size}, 5, 6},
+		{"since, bound beyond the log", channels.HistoryOptions{Since: since(6), MaxBytes: 100 * size}, 7, 10},
+		{"since the top", channels.HistoryOptions{Since: since(10), MaxBytes: 1}, 11, 10},
+	} {
+		r := history(t, b, "user:bytes", c.opts)
+		t.Run(c.name, func(t *testing.T) { assertOffsets(t, r.Publications, c.from, c.to) })
+		for _, p := range r.Publications {
+			if !bytes.Equal(p.Data, padded(int(p.Offset))) {
+				t.Fatalf("%s: offset %d has data %s", c.name, p.Offset, p.Data)
+			}
+		}
+	}
+	// Longer selections than a broker may read at once.
+	for i := 1; i <= 300; i++ {
+		publish(t, b, "user:many", i)
+	}
+	r := history(t, b, "user:many", channels.HistoryOptions{Limit: 1000, MaxBytes: 1 << 20})
+	assertOffsets(t, r.Publications, 1, 300)
+	r = history(t, b, "user:many", channels.HistoryOptions{Limit: 250, MaxBytes: 1 << 20})
+	assertOffsets(t, r.Publications, 51, 300)
+	r = history(t, b, "user:many", channels.HistoryOptions{Since: &channels.Position{Offset: 20, Epoch: r.Epoch}, MaxBytes: 1 << 20})
+	assertOffsets(t, r.Publications, 21, 300)
+	// data(i) for i in 1..300 is `{"n":i}`: 7, 8 or 9 bytes.
+	r = history(t, b, "user:many", channels.HistoryOptions{Since: &channels.Position{Offset: 100, Epoch: r.Epoch}, MaxBytes: 9 * 150})
+	assertOffsets(t, r.Publications, 101, 251)
 }
 
 func testSize(t *testing.T, f Factory) {

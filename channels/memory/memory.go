@@ -255,7 +255,31 @@ func (b *Broker) History(ctx context.Context, channel string, opts channels.Hist
 		n := min(opts.Limit, l.pubs.len())
 		res.Publications = l.pubs.slice(l.pubs.len()-n, n)
 	}
+	res.Publications = withinBytes(res.Publications, opts.MaxBytes, opts.Since == nil)
 	return res, nil
+}
+
+// withinBytes applies HistoryOptions.MaxBytes to pubs, oldest first: it
+// keeps them from the selected end (the newest when newest is set) up to
+// and including the first that brings their data above maxBytes.
+func withinBytes(pubs []channels.Publication, maxBytes int, newest bool) []channels.Publication {
+	if maxBytes <= 0 {
+		return pubs
+	}
+	size := 0
+	for n := range pubs {
+		i := n
+		if newest {
+			i = len(pubs) - 1 - n
+		}
+		if size += len(pubs[i].Data); size > maxBytes {
+			if newest {
+				return pubs[i:]
+			}
+			return pubs[:i+1]
+		}
+	}
+	return pubs
 }
 
 // sweep drops expired publications, idempotency keys and forgotten logs, so

@@ -231,7 +231,7 @@ func (b *Broker) history(ctx context.Context, ch string, opts channels.HistoryOp
 		}
 	}
 	reply, err := historyScript.Run(ctx, b.client, []string{b.metaKey(ch), b.logKey(ch)},
-		newEpoch(), ms(b.opts.MetaTTL), mode, sinceOff, sinceEpoch, max(opts.Limit, 0),
+		newEpoch(), ms(b.opts.MetaTTL), mode, sinceOff, sinceEpoch, max(opts.Limit, 0), max(opts.MaxBytes, 0),
 	).Slice()
 	if err != nil {
 		return channels.HistoryResult{}, unavailable("history", err)

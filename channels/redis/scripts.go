@@ -112,12 +112,18 @@ return out
 //
 //	KEYS: meta, log
 //	ARGV: candidate epoch, meta TTL ms, mode ("since", "resync" or
-//	      "newest"), since offset, since epoch, limit (0: none)
+//	      "newest"), since offset, since epoch, limit (0: none), max bytes
+//	      of data (0: none)
 //	returns {epoch, top, earliest, entries}
 //
 // "resync" is "since" for a position the node handed on itself: one
 // beyond the newest offset in the same epoch means the log went back to
 // an older state, and it takes the candidate epoch (Broker.history).
+//
+// With max bytes the entries are read a page at a time and the selection
+// stops at the first entry whose data brings the total above it, that one
+// included (channels.HistoryOptions.MaxBytes): neither the script nor the
+// node holds more than the caller can use.
 var historyScript = goredis.NewScript(`
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -134,20 +140,39 @@ end
 local earliest = top + 1
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 if #first > 0 then earliest = tonumber(string.match(first[1][1], '^(%d+)')) end
-local limit = tonumber(ARGV[6])
+local limit, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
+
+-- read selects entries with cmd (XRANGE or XREVRANGE) from the entry id
+-- from towards to: at most limit (0: all), within the byte budget.
+local function read(cmd, from, to)
+  if budget == 0 then
+    if limit > 0 then return redis.call(cmd, KEYS[2], from, to, 'COUNT', limit) end
+    return redis.call(cmd, KEYS[2], from, to)
+  end
+  local out, size = {}, 0
+  while true do
+    local want = 64
+    if limit > 0 then want = math.min(want, limit - #out) end
+    if want == 0 then return out end
+    local page = redis.call(cmd, KEYS[2], from, to, 'COUNT', want)
+    for _, e in ipairs(page) do
+      out[#out+1] = e
+      size = size + #e[2][2]
+      if size > budget then return out end
+    end
+    if #page < want then return out end
+    from = '(' .. page[#page][1]
+  end
+end
+
 local entries = {}
 if ARGV[3] == 'since' or ARGV[3] == 'resync' then
   local since = tonumber(ARGV[4])
   if ARGV[5] == epoch and since < top then
-    local from = (since + 1) .. '-0'
-    if limit > 0 then
-      entries = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', limit)
-    else
-      entries = redis.call('XRANGE', KEYS[2], from, '+')
-    end
+    entries = read('XRANGE', (since + 1) .. '-0', '+')
   end
 elseif limit > 0 then
-  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)
+  entries = read('XREVRANGE', '+', '-')
 end
 return {epoch, top, earliest, entries}
 `)

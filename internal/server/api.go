@@ -51,6 +51,12 @@ type publishResponse struct {
 // MaxPublishBody bounds a publish request.
 const MaxPublishBody = 1 << 20
 
+// historyReplyBytes bounds a GET /v1/history reply, so that a thousand
+// large publications are never read and encoded at once: beyond it the
+// reply is truncated as a history frame is, and the caller reads on with
+// since.
+const historyReplyBytes = 16 << 20
+
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	var req publishRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxPublishBody))
@@ -135,7 +141,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = &n
 	}
-	opts, err := hub.HistoryRequest(since, limit)
+	opts, err := hub.HistoryRequest(since, limit, historyReplyBytes)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -147,7 +153,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		brokerError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, hub.NewHistoryReply(channel, res, since))
+	writeJSON(w, http.StatusOK, hub.NewHistoryReply(channel, res, since, historyReplyBytes))
 }
 
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,85 @@
+package redis_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+
+	"herald/channels"
+	"herald/internal/heraldtest"
+	"herald/internal/redistest"
+)
+
+// A channel of large publications, read through a node on Redis: a
+// history request, GET /v1/history and a resume each read no more of the
+// log than their reply or page can carry. Before, a request for 1,000
+// publications loaded all of them into the node and then sent a few:
+// with publications near the limit, gigabytes for one request.
+func TestHistory_LargePublicationsAreReadOnlyAsFarAsTheyFit(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	cfg := backend{single: srv}.config()
+	cfg.Hub.SendQueueBytes = 256 << 10 // replies and replay pages of 128 KiB
+	n := heraldtest.Start(t, cfg)
+
+	const count, size = 300, 100 << 10 // 30 MB in the log
+	pad := strings.Repeat("x", size)
+	var epoch string
+	for i := 1; i <= count; i++ {
+		r, err := n.Server.Broker().Publish(context.Background(), "user:big", json.RawMessage(fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad)), channels.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		epoch = r.Epoch
+	}
+	offsets := func(f map[string]any) []uint64 {
+		var out []uint64
+		for _, p := range f["publications"].([]any) {
+			out = append(out, uint64(p.(map[string]any)["offset"].(float64)))
+		}
+		return out
+	}
+
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "big", ""))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	c.Send(map[string]any{"type": "history", "channel": "user:big", "limit": 1000})
+	f := c.Expect("history")
+	runtime.ReadMemStats(&after)
+	if got := offsets(f); f["truncated"] != true || len(got) != 1 || got[0] != count {
+		t.Fatalf("history frame: truncated %v, offsets %v", f["truncated"], got)
+	}
+	// The test's client and node share the process: everything either
+	// allocated for the request. The log holds 30 MB.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
+		t.Fatalf("one history request allocated %d MB", alloc>>20)
+	}
+
+	// GET /v1/history: the newest that fit in its 16 MiB, ending at the top.
+	code, body := n.Get(t, "/v1/history?channel=user:big&limit=1000")
+	got := offsets(body)
+	if code != 200 || body["truncated"] != true || len(got) == 0 || len(got)*size > 16<<20 || got[len(got)-1] != count {
+		t.Fatalf("GET /v1/history: %d, truncated %v, %d publications", code, body["truncated"], len(got))
+	}
+	code, body = n.Get(t, fmt.Sprintf("/v1/history?channel=user:big&since=%d&epoch=%s&limit=5", count-3, epoch))
+	if got = offsets(body); code != 200 || body["truncated"] != nil || len(got) != 3 || got[0] != count-2 {
+		t.Fatalf("GET /v1/history since: %d, truncated %v, offsets %v", code, body["truncated"], got)
+	}
+
+	// A resume from the start: every publication, in order, a page of at
+	// most 128 KiB at a time.
+	c.Send(map[string]any{"type": "subscribe", "channel": "user:big", "since": map[string]any{"offset": 0, "epoch": epoch}})
+	if f := c.Expect("subscribed"); f["recovered"] != true {
+		t.Fatalf("resume: %v", f)
+	}
+	for i := uint64(1); i <= count; i++ {
+		f := c.Expect("pub")
+		if o := uint64(f["offset"].(float64)); o != i {
+			t.Fatalf("resume delivered offset %d, want %d", o, i)
+		}
+	}
+	c.Send(map[string]any{"type": "ping"})
+	c.Expect("pong")
+}
