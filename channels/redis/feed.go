@@ -157,40 +157,49 @@ func (b *Broker) deliver(f *feed, p channels.Publication) {
 }
 
 // backfill re-reads the log after the last delivered publication and hands
-// on what the live feed missed, announcing what the log no longer has.
-// f.mu is held.
+// on what the live feed missed, announcing what the log no longer has. It
+// reads a page of at most backfillBytes at a time, so that a long gap on a
+// channel of large publications is never held whole. f.mu is held.
 func (b *Broker) backfill(f *feed) {
-	since := channels.Position{Offset: f.last, Epoch: f.epoch}
-	res, err := b.historyRetry(f.channel, since)
-	if err != nil {
-		// Redis answers pub/sub but not reads: give up on this gap, loudly.
-		// The next publication shows the hub a gap, which it announces to
-		// clients as offset_expired; nothing passes silently.
-		b.log.Error("redis backfill failed; subscribers will be told of a gap", "channel_namespace", namespace(f.channel), "err", err)
-		f.resync = true
-		return
-	}
-	if res.Epoch != f.epoch {
-		b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: res.Epoch}, channels.ReasonEpochMismatch)
-		f.epoch, f.last = res.Epoch, 0
-		since = channels.Position{Offset: 0, Epoch: res.Epoch}
-		if res, err = b.historyRetry(f.channel, since); err != nil {
+	for {
+		since := channels.Position{Offset: f.last, Epoch: f.epoch}
+		res, err := b.historyRetry(f.channel, since)
+		if err != nil {
+			// Redis answers pub/sub but not reads: give up on this gap, loudly.
+			// The next publication shows the hub a gap, which it announces to
+			// clients as offset_expired; nothing passes silently.
+			b.log.Error("redis backfill failed; subscribers will be told of a gap", "channel_namespace", namespace(f.channel), "err", err)
 			f.resync = true
 			return
 		}
-	}
-	if ok, reason := res.Recover(since); !ok && res.Epoch == f.epoch {
-		f.last = res.Earliest - 1
-		b.handler.HandleReset(f.channel, channels.Position{Offset: f.last, Epoch: f.epoch}, reason)
-	}
-	for _, p := range res.Publications {
-		if p.Offset > f.last {
-			b.handler.HandlePublication(f.channel, p)
-			f.last = p.Offset
+		if res.Epoch != f.epoch {
+			b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: res.Epoch}, channels.ReasonEpochMismatch)
+			f.epoch, f.last = res.Epoch, 0
+			since = channels.Position{Offset: 0, Epoch: res.Epoch}
+			if res, err = b.historyRetry(f.channel, since); err != nil {
+				f.resync = true
+				return
+			}
+		}
+		if ok, reason := res.Recover(since); !ok && res.Epoch == f.epoch {
+			f.last = res.Earliest - 1
+			b.handler.HandleReset(f.channel, channels.Position{Offset: f.last, Epoch: f.epoch}, reason)
+		}
+		for _, p := range res.Publications {
+			if p.Offset > f.last {
+				b.handler.HandlePublication(f.channel, p)
+				f.last = p.Offset
+			}
+		}
+		if len(res.Publications) == 0 || f.last >= res.Offset {
+			break
 		}
 	}
 	f.resync = false
 }
+
+// backfillBytes bounds one page of a backfill.
+const backfillBytes = 4 << 20
 
 // historyRetry reads the log after since, retrying briefly: a backfill
 // usually runs right after Redis came back.
@@ -202,7 +211,7 @@ func (b *Broker) historyRetry(ch string, since channels.Position) (channels.Hist
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 		var res channels.HistoryResult
-		res, err = b.history(ctx, ch, channels.HistoryOptions{Since: &since}, true)
+		res, err = b.history(ctx, ch, channels.HistoryOptions{Since: &since, MaxBytes: backfillBytes}, true)
 		cancel()
 		if err == nil || !errors.Is(err, channels.ErrUnavailable) {
 			return res, err

@@ -85,3 +85,34 @@ func TestHistory_LargePublicationsAreReadOnlyAsFarAsTheyFit(t *testing.T) {
 	c.Send(map[string]any{"type": "ping"})
 	c.Expect("pong")
 }
+
+// A node cut off from Redis while 12 MB of publications went by re-reads
+// them in pages of at most 4 MiB when it is back, and its client gets
+// every one, in order, without a gap.
+func TestNodes_PartitionedNodeBackfillsLargePublicationsInPages(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	proxy := redistest.NewProxy(t, srv.Addr())
+	cfgA := heraldtest.Config()
+	cfgA.RedisURL = proxy.URL()
+	cfgA.Hub.SendQueueBytes = 64 << 20 // the client takes the whole backfill at once
+	a := heraldtest.Start(t, cfgA)
+	cfgB := heraldtest.Config()
+	cfgB.RedisURL = srv.URL()
+	b := heraldtest.Start(t, cfgB)
+
+	f := follow(t, a, "user:9")
+	publish(t, b, "user:9", 1)
+	wait(t, f, 1)
+	proxy.Cut()
+	pad := strings.Repeat("x", 200<<10)
+	for i := 2; i <= 61; i++ {
+		if _, err := b.Server.Broker().Publish(context.Background(), "user:9", json.RawMessage(fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad)), channels.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy.Restore()
+	wait(t, f, 61)
+	if s := f.Stats(); s.Delivered != 61 || len(s.Gaps) != 0 || s.Resumes != 0 {
+		t.Fatalf("%+v", s)
+	}
+}
