@@ -11,6 +11,7 @@ import (
 	"herald/channels"
 	"herald/internal/heraldtest"
 	"herald/internal/redistest"
+	"herald/internal/server"
 )
 
 // A channel of large publications, read through a node on Redis: a
@@ -90,15 +91,8 @@ func TestHistory_LargePublicationsAreReadOnlyAsFarAsTheyFit(t *testing.T) {
 // them in pages of at most 4 MiB when it is back, and its client gets
 // every one, in order, without a gap.
 func TestNodes_PartitionedNodeBackfillsLargePublicationsInPages(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	proxy := redistest.NewProxy(t, srv.Addr())
-	cfgA := heraldtest.Config()
-	cfgA.RedisURL = proxy.URL()
-	cfgA.Hub.SendQueueBytes = 64 << 20 // the client takes the whole backfill at once
-	a := heraldtest.Start(t, cfgA)
-	cfgB := heraldtest.Config()
-	cfgB.RedisURL = srv.URL()
-	b := heraldtest.Start(t, cfgB)
+	// The client's queue takes the whole backfill at once.
+	a, b, proxy := partitionable(t, redistest.Options{}, func(c *server.Config) { c.Hub.SendQueueBytes = 64 << 20 })
 
 	f := follow(t, a, "user:9")
 	publish(t, b, "user:9", 1)

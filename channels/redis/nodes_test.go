@@ -483,19 +483,27 @@ func TestRedis_DownMeans503AndUnavailableThenRecovers(t *testing.T) {
 	t.Fatal("readyz did not recover")
 }
 
+// partitionable starts two nodes on one Redis: a reaches it through a
+// proxy that can cut it off, b directly. mod, if not nil, changes both
+// configurations.
+func partitionable(t *testing.T, opts redistest.Options, mod func(*server.Config)) (a, b *heraldtest.Node, proxy *redistest.Proxy) {
+	srv := redistest.Start(t, opts)
+	proxy = redistest.NewProxy(t, srv.Addr())
+	cfgA, cfgB := heraldtest.Config(), heraldtest.Config()
+	cfgA.RedisURL, cfgB.RedisURL = proxy.URL(), srv.URL()
+	if mod != nil {
+		mod(&cfgA)
+		mod(&cfgB)
+	}
+	return heraldtest.Start(t, cfgA), heraldtest.Start(t, cfgB), proxy
+}
+
 // TestNodes_PartitionedNodeBackfillsWhatItMissed cuts one node off Redis
 // while another keeps publishing: its feed is down for the whole time, so
 // everything published meanwhile can only reach its clients through the
 // backfill when the partition heals.
 func TestNodes_PartitionedNodeBackfillsWhatItMissed(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{AOF: true})
-	proxy := redistest.NewProxy(t, srv.Addr())
-	cfgA := heraldtest.Config()
-	cfgA.RedisURL = proxy.URL()
-	a := heraldtest.Start(t, cfgA)
-	cfgB := heraldtest.Config()
-	cfgB.RedisURL = srv.URL()
-	b := heraldtest.Start(t, cfgB)
+	a, b, proxy := partitionable(t, redistest.Options{AOF: true}, nil)
 
 	f := follow(t, a, "user:9")
 	publish(t, b, "user:9", 1)
@@ -523,14 +531,7 @@ func TestNodes_PartitionedNodeBackfillsWhatItMissed(t *testing.T) {
 // while the node was cut off is announced as offset_expired, then delivery
 // continues from what is retained.
 func TestNodes_PartitionLongerThanRetentionIsAnnounced(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	proxy := redistest.NewProxy(t, srv.Addr())
-	cfgA := heraldtest.Config()
-	cfgA.RedisURL, cfgA.HistorySize = proxy.URL(), 10
-	a := heraldtest.Start(t, cfgA)
-	cfgB := heraldtest.Config()
-	cfgB.RedisURL, cfgB.HistorySize = srv.URL(), 10
-	b := heraldtest.Start(t, cfgB)
+	a, b, proxy := partitionable(t, redistest.Options{}, func(c *server.Config) { c.HistorySize = 10 })
 
 	f := follow(t, a, "user:9")
 	publish(t, b, "user:9", 1)
