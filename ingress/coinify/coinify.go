@@ -161,20 +161,23 @@ func trade(ctx ingress.Object, ev *ingress.Event, kind string, rank int) error {
 	return nil
 }
 
-// partner reads partnerContext: the client id names the merchant.
+// partner reads partnerContext into details. It is whatever the partner
+// attached to the trade (in Coinify's example, clientId is the trader's
+// id), so it names no merchant: the configured one applies.
 func partner(ctx ingress.Object, ev *ingress.Event) error {
 	pc, err := ctx.Object("partnerContext")
 	if err != nil || pc == nil {
 		return err
 	}
-	if ev.Merchant, err = pc.ID("clientId"); err != nil {
-		return err
+	for _, f := range [][2]string{{"clientId", "partner_client_id"}, {"refId", "partner_ref_id"}} {
+		switch id, ok := ingress.IDString(pc[f[0]]); {
+		case !ok: // not an id, but the partner's to choose: kept as sent
+			ev.Details[f[1]] = pc[f[0]]
+		case id != "":
+			ev.Details[f[1]] = id
+		}
 	}
-	ref, err := pc.ID("refId")
-	if ref != "" {
-		ev.Details["partner_ref_id"] = ref
-	}
-	return err
+	return nil
 }
 
 // transfer reads one side of a trade (transferIn or transferOut).

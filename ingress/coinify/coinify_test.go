@@ -45,14 +45,14 @@ func TestParse_EveryEvent(t *testing.T) {
 	}{
 		{"identification_approved", "identification_attempt.approved", "approved", "26286", "", "", nil},
 		{"identification_rejected", "identification_attempt.rejected", "rejected", "1", "", "", nil},
-		{"trade_created", "trade.created", "pending", "123", "123", "coinify:trade:1235",
+		{"trade_created", "trade.created", "pending", "123", "", "coinify:trade:1235",
 			map[string]string{"eur_amount": "100 EUR", "transfer_in": "103 EUR", "transfer_in_fee": "3 EUR", "transfer_out": "0.099 BTC ~", "transfer_out_fee": "0.0001 BTC"}},
-		{"trade_transfer_in_completed", "trade.transfer_in_completed", "pending", "123", "123", "coinify:trade:1235", nil},
-		{"trade_completed", "trade.completed", "succeeded", "123", "123", "coinify:trade:1235",
+		{"trade_transfer_in_completed", "trade.transfer_in_completed", "pending", "123", "", "coinify:trade:1235", nil},
+		{"trade_completed", "trade.completed", "succeeded", "123", "", "coinify:trade:1235",
 			map[string]string{"transfer_out": "0.099 BTC"}},
-		{"trade_cancelled", "trade.cancelled", "cancelled", "123", "123", "coinify:trade:1236", map[string]string{}},
-		{"trade_expired", "trade.expired", "expired", "123", "123", "coinify:trade:1237", map[string]string{}},
-		{"trade_rejected", "trade.rejected", "rejected", "123", "123", "coinify:trade:1238", map[string]string{}},
+		{"trade_cancelled", "trade.cancelled", "cancelled", "123", "", "coinify:trade:1236", map[string]string{}},
+		{"trade_expired", "trade.expired", "expired", "123", "", "coinify:trade:1237", map[string]string{}},
+		{"trade_rejected", "trade.rejected", "rejected", "123", "", "coinify:trade:1238", map[string]string{}},
 		// OTC sums sit one level deeper; their trailing zeros survive.
 		{"otc_trade_completed", "otc_trade.completed", "succeeded", "123", "", "coinify:otc_trade:1234",
 			map[string]string{"partner_fee": "100.00 EUR", "total_fee": "200.00 EUR", "transfer_in": "30000 EUR", "transfer_out": "1.000 BTC"}},
@@ -65,6 +65,10 @@ func TestParse_EveryEvent(t *testing.T) {
 			}
 			if ev.Type != tc.typ || ev.Status != tc.status || ev.User != tc.user || ev.Merchant != tc.merchant || ev.Txn != tc.txn {
 				t.Fatalf("got %s %s user %q merchant %q txn %q", ev.Type, ev.Status, ev.User, ev.Merchant, ev.Txn)
+			}
+			// partnerContext is the partner's own data: details, not a merchant.
+			if strings.HasPrefix(tc.fixture, "trade_") && (ev.Details["partner_client_id"] != "123" || ev.Details["partner_ref_id"] != "12") {
+				t.Errorf("partnerContext details: client %v, ref %v", ev.Details["partner_client_id"], ev.Details["partner_ref_id"])
 			}
 			if tc.amounts != nil && len(tc.amounts) == 0 && len(ev.Amounts) != 0 {
 				t.Errorf("amounts %v, want none", ev.Amounts)

@@ -120,10 +120,12 @@ func TypeOf(eventType string) string {
 	return strings.ToLower(eventType)
 }
 
-// consumed are the data members that become the user, the merchant or
-// amounts rather than details.
+// consumed are the data members that become the user or amounts rather
+// than details. externalId, "merchant ID of invoice", is the merchant's
+// own reference for an invoice or order (beside parentExternalId, the
+// gateway's): a detail, not who the merchant is.
 var consumed = map[string]bool{
-	"customerId": true, "externalId": true, "type": true,
+	"customerId": true, "type": true,
 	"amount": true, "realAmount": true, "serviceFee": true, "fiatAmount": true,
 	"sumAfterAdjustment": true, "rate": true,
 }
@@ -170,9 +172,6 @@ func Parse(r *ingress.Request) (*ingress.Event, error) {
 		}
 	}
 	if ev.User, err = data.ID("customerId"); err != nil {
-		return nil, err
-	}
-	if ev.Merchant, err = data.ID("externalId"); err != nil {
 		return nil, err
 	}
 	if ev.Amounts, err = amounts(data); err != nil {

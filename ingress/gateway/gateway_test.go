@@ -38,7 +38,9 @@ func TestTypeOf(t *testing.T) {
 // copied to alerts:<merchant>.
 func TestEveryEventRoutes(t *testing.T) {
 	fixtures := heraldtest.Fixtures(t, gateway.Slug)
-	const m, alert = "merchant:merchant-17", "alerts:merchant-17"
+	// Every event goes to the configured merchant: externalId is the
+	// merchant's reference for the invoice or order.
+	const m, alert = "merchant:acme", "alerts:acme"
 	cases := []struct {
 		fixture, status string
 		channels        []string
@@ -52,7 +54,6 @@ func TestEveryEventRoutes(t *testing.T) {
 		{"invoice_pending_intervention", "pending", []string{m, alert}},
 		{"invoice_paid", "succeeded", []string{m}},
 		{"invoice_expired", "expired", []string{m}},
-		// No externalId: the configured merchant.
 		{"invoice_translation_to_account_completed", "succeeded", []string{"merchant:acme"}},
 		{"fiat_applier_fiat_funds_received", "succeeded", []string{"merchant:acme"}},
 		{"fiat_applier_order_unpaid", "expired", []string{"merchant:acme"}},
@@ -84,6 +85,9 @@ func TestEveryEventRoutes(t *testing.T) {
 			}
 			if ev.Status != tc.status {
 				t.Fatalf("event %+v", ev)
+			}
+			if ref := ev.Details["external_id"]; strings.Contains(string(fixtures[tc.fixture]), `"externalId"`) && ref != "order/2022/17" {
+				t.Fatalf("external_id detail %v", ref)
 			}
 		})
 	}
@@ -193,7 +197,7 @@ func TestOutOfOrderInvoiceIsPublishedStale(t *testing.T) {
 			t.Fatalf("step %d: %d %v", i, code, res)
 		}
 	}
-	evs := n.Events(t, "merchant:merchant-17")
+	evs := n.Events(t, "merchant:acme")
 	if len(evs) != 2 || evs[0].Stale || !evs[1].Stale || evs[1].Status != "pending" || evs[1].CurrentStatus != "succeeded" {
 		t.Fatalf("%+v", evs)
 	}
