@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"herald/ingress"
 )
@@ -90,7 +91,7 @@ func Parse(r *ingress.Request) (*ingress.Event, error) {
 	case p.Type != "":
 		return nil, ingress.Unknown("unknown type %q", p.Type)
 	case p.Error != "":
-		ev, err = masterBalance(&p, r.Body)
+		ev, err = masterBalance(&p, r.Body, r.Now)
 	case len(p.ID) > 0 && p.State != "" && len(p.UserID) > 0:
 		ev, err = bankAccount(&p)
 	default:
@@ -329,10 +330,15 @@ func kycState(st kycStatus) (string, error) {
 
 var balanceLow = regexp.MustCompile(`\b([A-Za-z0-9]+) balance below ([0-9]+(?:\.[0-9]+)?)`)
 
-func masterBalance(p *payload, body []byte) (*ingress.Event, error) {
+// masterBalance reads a master balance alert. Its body carries no id and
+// no time, so a retry cannot be told from the same alert sent again later
+// (the balance was topped up and ran low again): identical alerts received
+// within the same hour (UTC) are one alert, and each hour's is published.
+// A retry that straddles the hour shows twice, which costs less than an
+// operator never seeing the second time the balance ran low.
+func masterBalance(p *payload, body []byte, received time.Time) (*ingress.Event, error) {
 	ev := &ingress.Event{
-		// Identical alerts within the dedup window are one alert.
-		ID:      "kriptomat:master_balance.low:" + ingress.BodyHash(body),
+		ID:      "kriptomat:master_balance.low:" + ingress.BodyHash(body) + ":" + received.UTC().Format("2006-01-02T15"),
 		Type:    "master_balance.low",
 		Status:  ingress.StatusInfo,
 		Route:   ingress.RouteAlertOnly,

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"herald/channels"
 	"herald/ingress"
@@ -132,6 +134,37 @@ func TestParse_Refusals(t *testing.T) {
 				t.Fatalf("got %+v, %v; want %v", ev, err, tc.want)
 			}
 		})
+	}
+}
+
+// A master balance alert carries no id and no time: the same alert again
+// within the hour is a retry (a duplicate), and an hour later the balance
+// has run low again, which the operator must see.
+func TestMasterBalanceAlertRepeatsHourly(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 24, 9, 10, 0, 0, time.UTC)
+	cfg := heraldtest.Config()
+	cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	n := heraldtest.Start(t, cfg)
+	alert := []byte(`{"error": "Balance low, BTC balance below 1.00"}`)
+	for i, step := range []struct {
+		at   time.Duration
+		want string
+	}{
+		{0, "published"},
+		{45 * time.Minute, "duplicate"},
+		{60 * time.Minute, "published"},
+		{2 * time.Hour, "published"},
+	} {
+		mu.Lock()
+		now = time.Date(2026, 11, 24, 9, 10, 0, 0, time.UTC).Add(step.at)
+		mu.Unlock()
+		if code, res := n.Ingress(t, kriptomat.Slug, alert); code != http.StatusOK || res["status"] != step.want {
+			t.Fatalf("step %d (+%v): %d %v, want %s", i, step.at, code, res, step.want)
+		}
+	}
+	if evs := n.Events(t, "alerts:acme"); len(evs) != 3 {
+		t.Fatalf("%d alerts published, want 3", len(evs))
 	}
 }
 
