@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"herald/auth"
+	"herald/ingress"
+	"herald/ingress/providers"
 )
 
 // Dev mode identities: the printed token is for this user and merchant,
@@ -53,20 +55,51 @@ func devClaims(c *config, now time.Time) auth.Claims {
 }
 
 // devChannels grants the merchant and alerts channels of every merchant
-// named by HERALD_INGRESS_<SLUG>_MERCHANT other than the dev merchant:
-// without them a developer who set one would watch merchant:demo stay
-// empty while that provider's events went elsewhere.
+// other than the dev merchant that the printed samples' events go to: one
+// named by HERALD_INGRESS_<SLUG>_MERCHANT, or by a sample itself (0xpay's
+// merchantId). Without them a developer would post a sample, get 200,
+// and watch the dashboard stay empty.
 func devChannels(c *config) []string {
 	seen := map[string]bool{devMerchant: true}
 	var chans []string
-	for _, pc := range c.Providers {
-		if m := pc.Merchant; !seen[m] {
+	grant := func(m string) {
+		if !seen[m] {
 			seen[m] = true
 			chans = append(chans, "merchant:"+m, "alerts:"+m)
 		}
 	}
+	for _, pc := range c.Providers {
+		grant(pc.Merchant)
+	}
+	for _, p := range providers.All() {
+		if _, ok := c.Providers[p.Slug]; !ok {
+			continue
+		}
+		for _, f := range samples(p.Slug) {
+			body, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			if ev, err := p.Parse(&ingress.Request{Body: body, Now: time.Now()}); err == nil && ev.Merchant != "" {
+				grant(ev.Merchant)
+			}
+		}
+	}
 	sort.Strings(chans)
 	return chans
+}
+
+// samples are the sample webhooks of a provider under testdata/ in the
+// current directory (none when it is elsewhere).
+func samples(slug string) []string {
+	files, _ := filepath.Glob(filepath.Join("testdata", slug, "*.json"))
+	out := files[:0]
+	for _, f := range files {
+		if !strings.HasSuffix(f, ".golden.json") {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func alsoGranted(chans []string) string {
@@ -107,11 +140,7 @@ func printDev(w io.Writer, c *config, addr net.Addr) {
 	}
 	sort.Strings(slugs)
 	for _, slug := range slugs {
-		files, _ := filepath.Glob(filepath.Join("testdata", slug, "*.json"))
-		for _, f := range files {
-			if strings.HasSuffix(f, ".golden.json") {
-				continue
-			}
+		for _, f := range samples(slug) {
 			fmt.Fprintf(w, "  curl -sS -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' --data-binary @%s %s/ingress/%s\n",
 				c.Providers[slug].Secret, f, base, slug)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"herald/auth"
+	"herald/internal/heraldtest"
 )
 
 func env(kv ...string) func(string) (string, bool) {
@@ -248,5 +249,48 @@ func TestDev_TokenGrantsConfiguredMerchants(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "also alerts:acme merchant:acme") {
 		t.Errorf("the extra grants are not printed:\n%s", out.String())
+	}
+}
+
+// Every merchant and alerts channel a printed sample's event goes to is
+// granted by the printed token: the configured merchant's (acme in the
+// goldens, demo under --dev), and any a sample names itself (0xpay's
+// merchantId).
+func TestDev_TokenGrantsWhereEverySampleGoes(t *testing.T) {
+	t.Chdir("../..")
+	c, err := parseConfig([]string{"--dev"}, env(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := devClaims(c, time.Now())
+	g := claims.Grants()
+	goldens, _ := filepath.Glob("testdata/*/*.golden.json")
+	named := 0
+	for _, f := range goldens {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var golden struct{ Channels []string }
+		if err := json.Unmarshal(b, &golden); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, ch := range golden.Channels {
+			ns, m, _ := strings.Cut(ch, ":")
+			if ns == "user" {
+				continue
+			}
+			if m == heraldtest.Merchant {
+				ch = ns + ":" + devMerchant
+			} else {
+				named++
+			}
+			if !g.Allows(ch) {
+				t.Errorf("%s goes to %s, which the --dev token does not grant", f, ch)
+			}
+		}
+	}
+	if named == 0 {
+		t.Fatal("no sample names its own merchant: the test checks nothing beyond the configured one")
 	}
 }
