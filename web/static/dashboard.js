@@ -156,8 +156,10 @@ function addEvent(data, meta) {
     if (!pre.textContent) {
       // The provider's own digits (2.00, not 2) where the browser can keep them.
       const exact = meta.exact ? meta.exact() : null;
-      const shown = exact || ev;
-      pre.textContent = JSON.stringify('raw' in shown ? shown.raw : shown, null, 2);
+      const shown = exact ?? ev;
+      // Data published through the API need not be an event, nor an object.
+      const isEvent = shown !== null && typeof shown === 'object' && 'raw' in shown;
+      pre.textContent = JSON.stringify(isEvent ? shown.raw : shown, null, 2);
     }
     detail.hidden = !detail.hidden;
     btn.setAttribute('aria-expanded', String(!detail.hidden));

@@ -13,6 +13,7 @@ export const CloseCode: Readonly<{
   TOKEN_EXPIRED: 4008;
   TOO_SLOW: 4009;
   SHUTTING_DOWN: 4010;
+  RATE_LIMITED: 4029;
   MESSAGE_TOO_BIG: 1009;
 }>;
 
@@ -187,6 +188,9 @@ export interface HistoryReply {
   reason?: string;
   /** Oldest first. */
   publications: { offset: number; data: any }[];
+  /** Publications were left out to keep the reply within its size bound:
+   * ask again with `since` the last offset to read on (docs/PROTOCOL.md). */
+  truncated?: boolean;
 }
 
 export interface ClientStats {

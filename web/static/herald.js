@@ -40,6 +40,7 @@ export const CloseCode = Object.freeze({
   TOKEN_EXPIRED: 4008,
   TOO_SLOW: 4009,
   SHUTTING_DOWN: 4010,
+  RATE_LIMITED: 4029,
   MESSAGE_TOO_BIG: 1009,
 });
 
@@ -122,6 +123,7 @@ function wsURL(url) {
  * @property {'loading' | 'idle' | 'subscribing' | 'active'} state
  * @property {number} backfill
  * @property {any} retryTimer
+ * @property {number} retries subscribes refused as unavailable in a row
  */
 
 /**
@@ -203,6 +205,7 @@ export function connect(options) {
   let stopped = false;
   let nextID = 1;
   let failures = 0; // consecutive attempts that did not reach connected
+  let limited = 0; // consecutive sessions closed with 4029 (rate limited)
   let urlIndex = 0;
   let token = opts.token || null;
   let expiresMs = 0;
@@ -361,6 +364,7 @@ export function connect(options) {
     if (!since) remember(sub.channel, pos);
     else if (!f.recovered) gap(sub.channel, f.reason || 'epoch_mismatch', pos, since);
     sub.state = 'active';
+    sub.retries = 0;
     /** @type {ClientEvents['subscribed']} */
     const ev = { channel: sub.channel, epoch: pos.epoch, offset: pos.offset, recovered: !!f.recovered, resumed: !!since };
     if (f.reason) ev.reason = f.reason;
@@ -422,7 +426,7 @@ export function connect(options) {
     if (stopped) throw new Error('herald: client is closed');
     let sub = subs.get(channel);
     if (!sub) {
-      sub = { channel, handlers: new Set(), state: 'loading', backfill: sopts.backfill || 0, retryTimer: null };
+      sub = { channel, handlers: new Set(), state: 'loading', backfill: sopts.backfill || 0, retryTimer: null, retries: 0 };
       subs.set(channel, sub);
       if (sopts.since) positions.set(channel, { epoch: sopts.since.epoch, offset: sopts.since.offset });
       if (positions.has(channel)) {
@@ -654,13 +658,16 @@ export function connect(options) {
         const sub = /** @type {Sub} */ (p.sub);
         if (subs.get(sub.channel) !== sub) return;
         if (code === 'unavailable' || code === 'internal') {
-          // The broker is down for a moment: try this channel again.
+          // The broker is down for a moment: try this channel again,
+          // later each time, so that many channels retrying through an
+          // outage do not add up to frames faster than the server allows.
           sub.state = 'idle';
+          sub.retries++;
           fail(code, message + ' (retrying ' + sub.channel + ')', { channel: sub.channel });
           sub.retryTimer = setTimer(() => {
             sub.retryTimer = null;
             if (subs.get(sub.channel) === sub) start(sub);
-          }, backoffDelay(1, backoff, random));
+          }, backoffDelay(sub.retries, backoff, random));
           return;
         }
         // forbidden, bad_request, too_many_subscriptions: retrying cannot help.
@@ -774,6 +781,9 @@ export function connect(options) {
     // A session that ended within a second is no proof the server is
     // healthy: no instant retry then, so a loop cannot spin.
     const instant = wasConnected && uptime >= 1000;
+    // Rate limiting counts across sessions (each one reaches connected
+    // before it is closed): only a session that lasted a minute forgets it.
+    if (code !== CloseCode.RATE_LIMITED || uptime >= 60_000) limited = 0;
     switch (code) {
       case CloseCode.PROTOCOL_ERROR:
         return halt(code, reason, 'protocol_error', 'the server refused a frame as a protocol error (' + reason + '): a client bug');
@@ -794,6 +804,12 @@ export function connect(options) {
         return schedule(instant ? 0 : backoffDelay(failures, backoff, random), code, reason);
       case CloseCode.TOO_SLOW:
         return schedule(instant ? 0 : backoffDelay(failures, backoff, random), code, reason);
+      case CloseCode.RATE_LIMITED:
+        // Too many connections from this address, or frames too fast:
+        // never at once, and later each time it happens again.
+        limited++;
+        if (!wasConnected) failures++;
+        return schedule(backoffDelay(limited + failures, backoff, random), code, reason);
     }
     if (!wasConnected) {
       failures++;

@@ -368,6 +368,54 @@ test('a subscribe refused as unavailable is retried on the same connection', asy
   assert.equal(sockets[0].all('subscribe').length, 2);
 });
 
+test('a subscribe refused as unavailable again and again is retried later each time', async () => {
+  const { clock, sockets, client } = setup();
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  clock.randomValue = 0.999999; // the top of each jitter range
+  sockets[0].accept();
+  const refuse = () => {
+    const s = sockets[0].last('subscribe');
+    sockets[0].frame({ id: s.id, type: 'error', code: 'unavailable', message: 'broker unavailable; retry' });
+  };
+  const gaps = [];
+  for (let i = 0; i < 4; i++) {
+    refuse();
+    const sent = sockets[0].all('subscribe').length;
+    let waited = 0;
+    while (sockets[0].all('subscribe').length === sent) {
+      await clock.advance(100);
+      waited += 100;
+    }
+    gaps.push(waited);
+  }
+  assert.deepEqual(gaps, [2000, 4000, 8000, 8000]);
+  sockets[0].answerSubscribe('user:42', { offset: 1 });
+});
+
+test('close 4029: never an instant retry, and later each time it happens again', async () => {
+  const { clock, sockets, client, events } = setup();
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  clock.randomValue = 0.999999;
+  const delays = [];
+  for (let i = 0; i < 4; i++) {
+    sockets.at(-1).accept();
+    await clock.advance(5000); // connected, then closed: too many frames
+    sockets.at(-1).serverClose(4029, 'too many frames');
+    const d = named(events, 'disconnected').at(-1);
+    assert.equal(d.code, 4029);
+    delays.push(d.reconnectIn);
+    await clock.advance(d.reconnectIn);
+  }
+  assert.deepEqual(delays, [2000, 4000, 8000, 8000]);
+  // A session that lasted a minute forgets the earlier ones.
+  sockets.at(-1).accept();
+  await clock.advance(61_000);
+  sockets.at(-1).serverClose(4029, 'too many frames');
+  assert.equal(named(events, 'disconnected').at(-1).reconnectIn, 2000);
+});
+
 test('unsubscribe leaves the channel and ignores its later publications', async () => {
   const { clock, sockets, client, got, collect } = setup();
   const sub = client.subscribe('user:42', collect);

@@ -114,6 +114,19 @@ test('the herald --dev link shows an ingress event within a second, styled and w
   const ids = await page.locator('tr.event').evaluateAll((rs) => rs.map((r) => r.dataset.id));
   assert.equal(ids.at(-1), exchangeID(58463));
 
+  // Data published through the API need not be an event, nor an object:
+  // its row shows it, raw included, without an error.
+  const apiKey = /API key:\s+(\S+)/.exec(out)[1];
+  const res = await fetch(`${node.url}/v1/publish`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${apiKey}` },
+    body: JSON.stringify({ channel: 'user:demo', data: 'hello' }),
+  });
+  assert.equal(res.status, 200);
+  const plain = page.locator('tr.event[data-channel="user:demo"]');
+  await plain.waitFor({ timeout: 2000 });
+  await plain.locator('button.raw-toggle').click();
+  assert.equal(await plain.locator('xpath=following-sibling::tr[1]//pre').textContent(), '"hello"');
   await assertTokenHidden(page, consoleLines, token);
   assert.deepEqual(consoleLines, [], 'no errors, no Content-Security-Policy violations');
   await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
