@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"herald/internal/heraldtest"
+	"herald/internal/server"
+)
+
+// BenchmarkIngressHandler is herald's own work per webhook: the webhooks
+// herald-bench posts (every provider's samples in turn, signed as the
+// provider signs) served by a node's handler in process, on the embedded
+// broker — authenticate, verify, parse, normalize, encode, deduplicate,
+// rank, append to every channel, instrument. Nothing is fanned out (no
+// client is connected: BenchmarkDeliver in hub measures that) and nothing
+// crosses a socket. herald-bench's CPU per webhook, less this, is what the
+// network, the Go runtime and the kernel cost around it.
+func BenchmarkIngressHandler(b *testing.B) {
+	samples, _, err := loadSamples("../../testdata", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	users := []string{"7001", "7002", "7003", "7004"}
+	// Event ids must differ, or the rest would be duplicates: a pool of
+	// distinct webhooks, signed now (0xpay's window is 5 minutes), and a
+	// fresh node each time the pool is used up.
+	const pool = 4096
+	hooks, _, err := buildWebhooks(samples, users, pool, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	type request struct {
+		path   string
+		header http.Header
+		body   []byte
+	}
+	reqs := make([]request, len(hooks))
+	for i, w := range hooks {
+		path := "/ingress/" + w.provider.Slug
+		header := http.Header{"Content-Type": {"application/json"}}
+		if w.provider.Sign != nil {
+			w.provider.Sign(header, http.MethodPost, path, w.body, w.config(heraldtest.ProviderSecret), time.Now())
+		} else {
+			header.Set("Authorization", "Bearer "+heraldtest.ProviderSecret)
+		}
+		reqs[i] = request{path, header, w.body}
+	}
+	node := func() *server.Server {
+		srv, err := server.New(heraldtest.Config())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = srv.Close() })
+		return srv
+	}
+	srv := node()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i > 0 && i%pool == 0 {
+			b.StopTimer()
+			_ = srv.Close()
+			srv = node()
+			b.StartTimer()
+		}
+		r := reqs[i%pool]
+		req := httptest.NewRequest(http.MethodPost, r.path, bytes.NewReader(r.body))
+		req.Header = r.header
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("%s: %d %s", r.path, rec.Code, rec.Body)
+		}
+	}
+}
