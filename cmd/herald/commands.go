@@ -79,10 +79,13 @@ func newFlags(name string, stderr io.Writer, about string) *flag.FlagSet {
 // envString is a string flag whose default comes from an environment
 // variable, like every setting of the node.
 func envString(fs *flag.FlagSet, env lookupFunc, name, variable, def, usage string) *string {
+	p := fs.String(name, def, usage+" ("+variable+")")
+	// After the definition: --help shows def, never the environment's
+	// value, which may be a secret (a token, the JWT secret).
 	if v, ok := env(variable); ok {
-		def = v
+		*p = v
 	}
-	return fs.String(name, def, usage+" ("+variable+")")
+	return p
 }
 
 // parseArgs parses flags wherever they stand among the positional

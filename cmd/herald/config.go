@@ -48,11 +48,10 @@ type config struct {
 // setting is one configuration item: an environment variable, the flag of
 // the same meaning, and how its text is applied to config.
 type setting struct {
-	env    string
-	def    string
-	usage  string
-	secret bool
-	set    func(c *config, v string) error
+	env   string
+	def   string
+	usage string
+	set   func(c *config, v string) error
 }
 
 // flagName derives the flag from the variable: HERALD_HISTORY_SIZE →
@@ -75,7 +74,7 @@ func settings() []setting {
 			c.RedisCluster = splitList(v)
 			return nil
 		}},
-		{env: "HERALD_JWT_SECRET", secret: true, usage: "HMAC secret for client tokens (HS256/384/512)", set: func(c *config, v string) error {
+		{env: "HERALD_JWT_SECRET", usage: "HMAC secret for client tokens (HS256/384/512)", set: func(c *config, v string) error {
 			c.JWTSecret = v
 			return nil
 		}},
@@ -91,7 +90,7 @@ func settings() []setting {
 			c.JWTAudience = v
 			return nil
 		}},
-		{env: "HERALD_API_KEY", secret: true, usage: "server API key; the API is disabled when empty", set: func(c *config, v string) error {
+		{env: "HERALD_API_KEY", usage: "server API key; the API is disabled when empty", set: func(c *config, v string) error {
 			c.APIKey = v
 			return nil
 		}},
@@ -179,7 +178,7 @@ func providerSettings(slug string) []setting {
 		c.Providers[slug] = pc
 	}
 	return []setting{
-		{env: prefix + "SECRET", secret: true, usage: slug + " webhook secret; the provider is disabled without one", set: func(c *config, v string) error {
+		{env: prefix + "SECRET", usage: slug + " webhook secret; the provider is disabled without one", set: func(c *config, v string) error {
 			with(c, func(pc *ingress.Config) { pc.Secret = v })
 			return nil
 		}},
@@ -226,11 +225,12 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	list := settings()
 	values := make([]*string, len(list))
 	for i, s := range list {
-		v, ok := lookupEnv(s.env)
-		if !ok {
-			v = s.def
+		values[i] = fs.String(s.flagName(), s.def, s.usage+" ("+s.env+")")
+		// After the definition: --help shows the documented default,
+		// never the environment's value, which may be a secret.
+		if v, ok := lookupEnv(s.env); ok {
+			*values[i] = v
 		}
-		values[i] = fs.String(s.flagName(), v, s.usage+" ("+s.env+")")
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -342,12 +342,16 @@ func mask(s string) string {
 	return "****** (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
-// maskURL hides a password in redis://user:pass@host.
+// maskURL hides a password in redis://user:pass@host: everything between
+// the user's colon and the last @, as a URL parser reads it.
 func maskURL(s string) string {
-	if at := strings.LastIndex(s, "@"); at >= 0 {
-		if colon := strings.LastIndex(s[:at], ":"); colon > strings.Index(s, "//")+1 {
-			return s[:colon+1] + "******" + s[at:]
-		}
+	start := strings.Index(s, "//") + 2
+	at := strings.LastIndex(s, "@")
+	if start < 2 || at < start {
+		return s
+	}
+	if colon := strings.Index(s[start:at], ":"); colon >= 0 {
+		return s[:start+colon+1] + "******" + s[at:]
 	}
 	return s
 }

@@ -91,6 +91,49 @@ func TestConfigCommand_MasksSecrets(t *testing.T) {
 	}
 }
 
+// Help and flag errors print every flag with its default: the documented
+// one, never the environment's value, which may be a secret.
+func TestHelpAndFlagErrors_NeverShowTheEnvironmentsSecrets(t *testing.T) {
+	secrets := env("HERALD_JWT_SECRET", "very-secret-value", "HERALD_API_KEY", "api-key-value",
+		"HERALD_REDIS_URL", "redis://user:hunter2@redis:6379/0", "HERALD_INGRESS_KRIPTOMAT_SECRET", "provider-secret",
+		"HERALD_TOKEN", "client-token-value", "HERALD_HISTORY_SIZE", "5")
+	for _, args := range [][]string{
+		{"--help"}, {"--histroy-size", "5"}, {"config", "--help"},
+		{"token", "--help"}, {"token", "--nope"}, {"tail", "--help"}, {"send", "--help"}, {"healthcheck", "--help"},
+	} {
+		var stdout, stderr bytes.Buffer
+		run(args, secrets, &stdout, &stderr)
+		out := stdout.String() + stderr.String()
+		if !strings.Contains(out, "usage:") {
+			t.Errorf("%v printed no usage:\n%s", args, out)
+		}
+		for _, secret := range []string{"very-secret-value", "api-key-value", "hunter2", "provider-secret", "client-token-value"} {
+			if strings.Contains(out, secret) {
+				t.Errorf("%v shows %q:\n%s", args, secret, out)
+			}
+		}
+	}
+	// The environment still applies.
+	c, err := parseConfig(nil, secrets, io.Discard)
+	if err != nil || c.JWTSecret != "very-secret-value" || c.HistorySize != 5 {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+func TestMaskURL_HidesTheWholePassword(t *testing.T) {
+	for in, want := range map[string]string{
+		"redis://user:hunter2@redis:6379/0": "redis://user:******@redis:6379/0",
+		"redis://user:pa:ss@redis:6379":     "redis://user:******@redis:6379",
+		"redis://:p@ss@redis":               "redis://:******@redis",
+		"rediss://user@redis:6380":          "rediss://user@redis:6380",
+		"redis://redis:6379":                "redis://redis:6379",
+	} {
+		if got := maskURL(in); got != want {
+			t.Errorf("maskURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestRun_BadConfigurationExitsWithMessage(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := run(nil, env(), io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "HERALD_JWT_SECRET") {
