@@ -71,6 +71,19 @@ func TestConfig_FlagsWinOverEnvironment(t *testing.T) {
 	}
 }
 
+// An empty variable is an unset one: docker compose passes "" for a
+// ${VAR:-} the operator did not export.
+func TestConfig_EmptyVariableIsUnset(t *testing.T) {
+	c, err := parseConfig(nil, env("HERALD_JWT_SECRET", "x", "HERALD_HISTORY_SIZE", "", "HERALD_ADDR", "",
+		"HERALD_DEDUP_WINDOW", "", "HERALD_INGRESS_KRIPTOMAT_TOLERANCE", "", "HERALD_INGRESS_KRIPTOMAT_SECRET", "k"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HistorySize != 1000 || c.Addr != ":8080" || c.DedupWindow != 72*time.Hour || c.Providers["kriptomat"].Tolerance != 5*time.Minute {
+		t.Fatalf("%+v", c)
+	}
+}
+
 func TestConfigCommand_MasksSecrets(t *testing.T) {
 	var out bytes.Buffer
 	code := run([]string{"config"}, env("HERALD_JWT_SECRET", "very-secret-value", "HERALD_API_KEY", "api-key-value",
