@@ -98,8 +98,10 @@ func TestCompose_TwoNodesOnRedisBehindNginx(t *testing.T) {
 			t.Errorf("%s: HERALD_NODE_ID %q is empty or shared", name, env["HERALD_NODE_ID"])
 		}
 		ids[env["HERALD_NODE_ID"]] = true
-		if !strings.HasPrefix(env["HERALD_JWT_SECRET"], "${HERALD_JWT_SECRET:?") {
-			t.Errorf("%s: HERALD_JWT_SECRET must come from the environment, required: %q", name, env["HERALD_JWT_SECRET"])
+		for _, k := range []string{"HERALD_JWT_SECRET", "HERALD_JWT_PUBLIC_KEY"} {
+			if env[k] != "${"+k+":-}" {
+				t.Errorf("%s: %s must come from the operator's environment: %q", name, k, env[k])
+			}
 		}
 		if s.Build == nil {
 			t.Errorf("%s: not built from the Dockerfile", name)
@@ -144,9 +146,14 @@ func TestCompose_TwoNodesOnRedisBehindNginx(t *testing.T) {
 // build may enable one by one.
 var providerSetting = regexp.MustCompile(`^HERALD_INGRESS_(KRIPTOMAT|COINIFY|0XPAY|PARTNER|GATEWAY)_(SECRET|MERCHANT)$`)
 
+// notPassed are the settings the compose file keeps from the operator:
+// the image's listen address, dev mode, and the Redis it runs itself.
+var notPassed = map[string]bool{"HERALD_ADDR": true, "HERALD_DEV": true, "HERALD_REDIS_CLUSTER": true}
+
 // TestCompose_NodesAcceptTheirConfiguration runs `herald config` with each
 // node's environment as Compose would set it: every variable must be a
-// setting herald knows, with a value it accepts.
+// setting herald knows, with a value it accepts, and every setting but
+// notPassed must be there.
 func TestCompose_NodesAcceptTheirConfiguration(t *testing.T) {
 	c := readCompose(t)
 	bin := filepath.Join(t.TempDir(), "herald")
@@ -167,6 +174,13 @@ func TestCompose_NodesAcceptTheirConfiguration(t *testing.T) {
 				t.Errorf("%s: %s is not a herald setting", name, k)
 			}
 			cmd.Env = append(cmd.Env, k+"="+interpolated(v, vars))
+		}
+		// Every setting an operator may change reaches the nodes: one left
+		// out would be ignored without a word (an allow list, iss/aud).
+		for k := range known {
+			if _, ok := c.Services[name].Environment[k]; !ok && !notPassed[k] {
+				t.Errorf("%s: %s is not passed to the node", name, k)
+			}
 		}
 		out, err := cmd.CombinedOutput()
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -316,6 +317,35 @@ func TestNginx_TwoNodesBehindOneURL(t *testing.T) {
 		if f := c.read(); f["type"] != "pub" || f["offset"] != float64(3) {
 			t.Fatalf("missed publication: %v", f)
 		}
+	}
+}
+
+// A client cannot name its own address through nginx: with nginx and its
+// own hop trusted (a private network, as behind Docker's port proxy), a
+// forged X-Forwarded-For naming an allowed provider address is still the
+// client's real address to herald, and refused.
+func TestNginx_ForwardedForCannotBeForged(t *testing.T) {
+	cfg := heraldtest.Config()
+	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	kriptomat := cfg.Providers["kriptomat"]
+	kriptomat.Allow = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+	cfg.Providers["kriptomat"] = kriptomat
+	base, _ := startNginx(t, heraldtest.Start(t, cfg), heraldtest.Start(t, cfg))
+	body, err := os.ReadFile("../testdata/kriptomat/withdrawal.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/ingress/kriptomat", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+heraldtest.ProviderSecret)
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a forged X-Forwarded-For through nginx: %d %s, want 403", resp.StatusCode, answer)
 	}
 }
 
