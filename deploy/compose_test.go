@@ -28,6 +28,7 @@ type service struct {
 	Volumes     []string          `yaml:"volumes"`
 	DependsOn   map[string]struct {
 		Condition string `yaml:"condition"`
+		Restart   bool   `yaml:"restart"`
 	} `yaml:"depends_on"`
 	Healthcheck struct {
 		Test []string `yaml:"test"`
@@ -132,6 +133,9 @@ func TestCompose_TwoNodesOnRedisBehindNginx(t *testing.T) {
 	for _, n := range []string{"herald-1", "herald-2"} {
 		if nginx.DependsOn[n].Condition != "service_healthy" {
 			t.Errorf("nginx does not wait for a healthy %s (it resolves upstreams at start)", n)
+		}
+		if !nginx.DependsOn[n].Restart {
+			t.Errorf("nginx is not restarted when %s is recreated: it would keep the old address", n)
 		}
 	}
 	conf, _ := os.ReadFile("nginx.conf")
