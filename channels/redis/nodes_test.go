@@ -576,3 +576,38 @@ func TestRedis_PausedMeans503NotAHang(t *testing.T) {
 		t.Fatalf("%+v", s)
 	}
 }
+
+// A Redis Cluster that wants a password is reached through one URL in
+// HERALD_REDIS_CLUSTER: its seeds as addr parameters, the password in the
+// URL. The bare address list is refused by such a cluster.
+func TestCluster_WithAPasswordThroughAURL(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	for _, s := range c.Nodes {
+		if _, err := s.Do("CONFIG", "SET", "requirepass", "cluster-s3cret"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addrs := c.Addrs()
+	cfg := heraldtest.Config()
+	cfg.RedisCluster = []string{"redis://:cluster-s3cret@" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2]}
+	n := heraldtest.Start(t, cfg)
+	for i := 1; i <= 3; i++ {
+		ch := fmt.Sprintf("user:%d", i) // channels in different slots
+		if off := n.Publish(t, ch, map[string]int{"n": i}); off != 1 {
+			t.Fatalf("%s: offset %d", ch, off)
+		}
+		if code, body := n.Get(t, "/v1/history?channel="+ch+"&limit=5"); code != http.StatusOK || len(body["publications"].([]any)) != 1 {
+			t.Fatalf("%s history: %d %v", ch, code, body)
+		}
+	}
+	if code, _ := n.Get(t, "/readyz"); code != http.StatusOK {
+		t.Fatalf("readyz %d", code)
+	}
+
+	cfg.RedisCluster = addrs
+	bare := heraldtest.Start(t, cfg)
+	status, _ := bare.Post(t, "/v1/publish", []byte(`{"channel":"user:1","data":{}}`), http.Header{"Authorization": {"Bearer " + heraldtest.APIKey}})
+	if status != http.StatusInternalServerError && status != http.StatusServiceUnavailable {
+		t.Fatalf("a publish without the password answered %d", status)
+	}
+}

@@ -70,7 +70,7 @@ func settings() []setting {
 			c.RedisURL = v
 			return nil
 		}},
-		{env: "HERALD_REDIS_CLUSTER", usage: "comma list of Redis Cluster seed addresses", set: func(c *config, v string) error {
+		{env: "HERALD_REDIS_CLUSTER", usage: "comma list of Redis Cluster seed addresses, or one redis[s]://user:password@seed?addr=seed2 URL", set: func(c *config, v string) error {
 			c.RedisCluster = splitList(v)
 			return nil
 		}},
@@ -295,7 +295,11 @@ func printConfig(w io.Writer, c *config) {
 	set := func(k, v string) { values[k] = v }
 	set("HERALD_ADDR", c.Addr)
 	set("HERALD_REDIS_URL", maskURL(c.RedisURL))
-	set("HERALD_REDIS_CLUSTER", strings.Join(c.RedisCluster, ","))
+	cluster := make([]string, len(c.RedisCluster))
+	for i, a := range c.RedisCluster {
+		cluster[i] = maskURL(a)
+	}
+	set("HERALD_REDIS_CLUSTER", strings.Join(cluster, ","))
 	set("HERALD_JWT_SECRET", mask(c.JWTSecret))
 	set("HERALD_JWT_PUBLIC_KEY", c.JWTPublicKey)
 	set("HERALD_JWT_ISSUER", c.JWTIssuer)

@@ -133,6 +133,15 @@ func TestHelpAndFlagErrors_NeverShowTheEnvironmentsSecrets(t *testing.T) {
 	}
 }
 
+func TestConfigCommand_MasksAClusterURLsPassword(t *testing.T) {
+	var out bytes.Buffer
+	code := run([]string{"config"}, env("HERALD_JWT_SECRET", "x", "HERALD_REDIS_CLUSTER", "rediss://:cluster-pw@10.0.0.1:6379?addr=10.0.0.2:6379"), &out, io.Discard)
+	if code != 0 || strings.Contains(out.String(), "cluster-pw") ||
+		!strings.Contains(out.String(), "HERALD_REDIS_CLUSTER=rediss://:******@10.0.0.1:6379?addr=10.0.0.2:6379\n") {
+		t.Fatalf("exit %d:\n%s", code, out.String())
+	}
+}
+
 func TestMaskURL_HidesTheWholePassword(t *testing.T) {
 	for in, want := range map[string]string{
 		"redis://user:hunter2@redis:6379/0": "redis://user:******@redis:6379/0",

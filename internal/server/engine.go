@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -51,13 +52,18 @@ func newEngine(cfg Config) (*engine, error) {
 		opts.MaxRetries = -1
 		client = goredis.NewClient(opts)
 	case len(cfg.RedisCluster) > 0:
-		client = goredis.NewClusterClient(&goredis.ClusterOptions{
-			Addrs:        cfg.RedisCluster,
-			DialTimeout:  redisDialTimeout,
-			ReadTimeout:  redisIOTimeout,
-			WriteTimeout: redisIOTimeout,
-			MaxRetries:   -1,
-		})
+		opts := &goredis.ClusterOptions{Addrs: cfg.RedisCluster}
+		if len(cfg.RedisCluster) == 1 && strings.Contains(cfg.RedisCluster[0], "://") {
+			// redis[s]://user:password@seed?addr=seed2&addr=seed3: a
+			// cluster that wants a password or TLS.
+			var err error
+			if opts, err = goredis.ParseClusterURL(cfg.RedisCluster[0]); err != nil {
+				return nil, fmt.Errorf("HERALD_REDIS_CLUSTER: %w", err)
+			}
+		}
+		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+		opts.MaxRetries = -1
+		client = goredis.NewClusterClient(opts)
 	default:
 		return &engine{
 			broker: memory.New(memory.Options{
