@@ -282,8 +282,10 @@ func TestNginx_TwoNodesBehindOneURL(t *testing.T) {
 		}
 	}
 
-	if resp, err := http.Get(base + "/metrics"); err != nil || resp.StatusCode != 404 {
-		t.Fatalf("/metrics through nginx: %v %v", err, resp)
+	for _, path := range []string{"/metrics", "/readyz"} {
+		if resp, err := http.Get(base + path); err != nil || resp.StatusCode != 404 {
+			t.Fatalf("%s through nginx: %v %v", path, err, resp)
+		}
 	}
 	if strings.Contains(access.String(), heraldtest.ProviderSecret) || !strings.Contains(access.String(), `"POST /ingress/kriptomat"`) {
 		t.Fatalf("access log:\n%s", access.String())
