@@ -120,10 +120,11 @@ return out
 // beyond the newest offset in the same epoch means the log went back to
 // an older state, and it takes the candidate epoch (Broker.history).
 //
-// With max bytes the entries are read a page at a time and the selection
-// stops at the first entry whose data brings the total above it, that one
-// included (channels.HistoryOptions.MaxBytes): neither the script nor the
-// node holds more than the caller can use.
+// With max bytes the entries are read a page at a time, each page sized
+// by what the rest of the bound holds at the entries' size so far, and the
+// selection stops at the first entry whose data brings the total above
+// it, that one included (channels.HistoryOptions.MaxBytes): neither the
+// script nor the node holds much more than the caller can use.
 var historyScript = goredis.NewScript(`
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -149,9 +150,11 @@ local function read(cmd, from, to)
     if limit > 0 then return redis.call(cmd, KEYS[2], from, to, 'COUNT', limit) end
     return redis.call(cmd, KEYS[2], from, to)
   end
-  local out, size = {}, 0
+  -- A page is as many entries as the rest of the budget holds at the
+  -- size seen so far (one to begin with, at most 64), so that Redis too
+  -- reads little more than it returns.
+  local out, size, want = {}, 0, 1
   while true do
-    local want = 64
     if limit > 0 then want = math.min(want, limit - #out) end
     if want == 0 then return out end
     local page = redis.call(cmd, KEYS[2], from, to, 'COUNT', want)
@@ -162,6 +165,8 @@ local function read(cmd, from, to)
     end
     if #page < want then return out end
     from = '(' .. page[#page][1]
+    want = 64
+    if size > 0 then want = math.max(1, math.min(64, math.floor((budget - size) * #out / size) + 1)) end
   end
 end
 
