@@ -143,10 +143,12 @@ type HistoryReply struct {
 	Truncated bool `json:"truncated,omitempty"`
 }
 
-// NewHistoryReply turns a broker snapshot into the reply shape, kept
-// within budget bytes (see bounded). since is the position the request
-// read after, or nil.
-func NewHistoryReply(channel string, res channels.HistoryResult, since *channels.Position, budget int) HistoryReply {
+// NewHistoryReply turns a broker snapshot read with opts (see
+// HistoryRequest) into the reply shape, kept within opts.MaxBytes (see
+// bounded). Truncated also says when the broker stopped on that bound:
+// fewer than opts.Limit came back and the log holds more in the
+// direction read.
+func NewHistoryReply(channel string, res channels.HistoryResult, opts channels.HistoryOptions) HistoryReply {
 	r := HistoryReply{
 		Channel:      channel,
 		Epoch:        res.Epoch,
@@ -156,11 +158,19 @@ func NewHistoryReply(channel string, res channels.HistoryResult, since *channels
 	for _, p := range res.Publications {
 		r.Publications = append(r.Publications, HistoryPublication{Offset: p.Offset, Data: p.Data})
 	}
-	if since != nil {
-		ok, reason := res.Recover(*since)
+	newest := opts.Since == nil
+	if !newest {
+		ok, reason := res.Recover(*opts.Since)
 		r.Recovered, r.Reason = &ok, reason
 	}
-	r.Publications, r.Truncated = bounded(r.Publications, budget, since == nil)
+	r.Publications, r.Truncated = bounded(r.Publications, opts.MaxBytes, newest)
+	if n := len(r.Publications); !r.Truncated && n > 0 && n < opts.Limit {
+		if newest {
+			r.Truncated = r.Publications[0].Offset > res.Earliest
+		} else {
+			r.Truncated = r.Publications[n-1].Offset < res.Offset
+		}
+	}
 	return r
 }
 

@@ -260,6 +260,33 @@ func TestHistory_LargerThanTheSendQueueIsTruncated(t *testing.T) {
 	c.Expect("pong")
 }
 
+// A publication larger than a history frame's bound is still sent, alone;
+// the broker stops reading there, and the reply says more is left.
+func TestHistory_OnePublicationOverTheBoundSaysTruncated(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.Hub.SendQueueBytes = 64 << 10 }) // a 32 KiB bound
+	pad := strings.Repeat("x", 40<<10)
+	for i := 1; i <= 3; i++ {
+		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
+	}
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10})
+	f := c.Expect("history")
+	pubs := f["publications"].([]any)
+	if len(pubs) != 1 || pubs[0].(map[string]any)["offset"] != float64(3) || f["truncated"] != true {
+		t.Fatalf("newest: %d publications, truncated %v", len(pubs), f["truncated"])
+	}
+	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10, "since": map[string]any{"offset": 0, "epoch": f.String("epoch")}})
+	f = c.Expect("history")
+	pubs = f["publications"].([]any)
+	if len(pubs) != 1 || pubs[0].(map[string]any)["offset"] != float64(1) || f["truncated"] != true {
+		t.Fatalf("since 0: %d publications, truncated %v", len(pubs), f["truncated"])
+	}
+	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10, "since": map[string]any{"offset": 2, "epoch": f.String("epoch")}})
+	if f = c.Expect("history"); len(f["publications"].([]any)) != 1 || f["truncated"] != nil {
+		t.Fatalf("since 2, the last: %v", f["truncated"])
+	}
+}
+
 func TestProtocolErrorsClose4002(t *testing.T) {
 	n := start(t, nil)
 	cases := map[string]func(c *heraldtest.Client){

@@ -188,7 +188,7 @@ func (c *client) subscribe(f frame) {
 
 	opts := channels.HistoryOptions{Since: f.Since}
 	if f.Since != nil {
-		opts.Limit, opts.MaxBytes = replayPage, c.hub.replayBytes()
+		opts.Limit, opts.MaxBytes = replayPage, c.hub.halfQueue()
 	}
 	res, err := c.hub.broker.History(ctx, name, opts)
 	if err != nil {
@@ -228,9 +228,10 @@ func (c *client) subscribe(f frame) {
 // a time.
 const replayPage = 256
 
-// replayBytes bounds what a resume reads at a time by size: what
-// queueMissed can queue, half the send queue.
-func (h *Hub) replayBytes() int { return h.opts.SendQueueBytes / 2 }
+// halfQueue is half the send queue: what a resume queues and reads at a
+// time (the rest is for live traffic), and the bound of a history frame,
+// so that a reply never closes the client that asked as too slow.
+func (h *Hub) halfQueue() int { return h.opts.SendQueueBytes / 2 }
 
 // queueMissed queues missed publications up to target, in order, as long
 // as the client's queue has room for them (half of it; the rest is for
@@ -241,7 +242,7 @@ func (s *subscription) queueMissed(pubs []channels.Publication, target uint64) {
 		if p.Offset <= s.last || p.Offset > target {
 			continue
 		}
-		if !s.c.sendWithin(pubFrame(s.hc.name, p), s.c.hub.replayBytes()) {
+		if !s.c.sendWithin(pubFrame(s.hc.name, p), s.c.hub.halfQueue()) {
 			break
 		}
 		s.last = p.Offset
@@ -266,7 +267,7 @@ func (c *client) replay(s *subscription, target uint64) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, c.hub.opts.BrokerTimeout)
-		res, err := c.hub.broker.History(ctx, hc.name, channels.HistoryOptions{Since: &since, Limit: replayPage, MaxBytes: c.hub.replayBytes()})
+		res, err := c.hub.broker.History(ctx, hc.name, channels.HistoryOptions{Since: &since, Limit: replayPage, MaxBytes: c.hub.halfQueue()})
 		cancel()
 		if err != nil {
 			// The rest of the log cannot be read now: let the client come
@@ -360,7 +361,7 @@ func (c *client) history(f frame) {
 		c.replyError(f.ID, err)
 		return
 	}
-	opts, err := HistoryRequest(f.Since, f.Limit, c.hub.HistoryBytes())
+	opts, err := HistoryRequest(f.Since, f.Limit, c.hub.halfQueue())
 	if err != nil {
 		c.replyError(f.ID, err)
 		return
@@ -372,7 +373,7 @@ func (c *client) history(f frame) {
 		c.replyError(f.ID, err)
 		return
 	}
-	reply := NewHistoryReply(name, res, f.Since, c.hub.HistoryBytes())
+	reply := NewHistoryReply(name, res, opts)
 	reply.ID, reply.Type = f.ID, "history"
 	c.send(encode(reply))
 }
@@ -386,8 +387,12 @@ const historyItemOverhead = 48
 // one larger than the send queue would close the client as too slow for
 // having asked. Without since a request wants the newest, so the newest
 // are kept; with since, those right after it, so that asking again after
-// the last one continues without a gap. At least one is always kept.
+// the last one continues without a gap. At least one is always kept; a
+// budget of 0 keeps all.
 func bounded(pubs []HistoryPublication, budget int, newest bool) ([]HistoryPublication, bool) {
+	if budget <= 0 {
+		return pubs, false
+	}
 	size, n := 0, 0
 	for n < len(pubs) {
 		p := pubs[n]
@@ -408,10 +413,6 @@ func bounded(pubs []HistoryPublication, budget int, newest bool) ([]HistoryPubli
 	}
 	return pubs[:n], true
 }
-
-// HistoryBytes bounds a history frame: half the send queue, so that a
-// reply never closes the client that asked as too slow.
-func (h *Hub) HistoryBytes() int { return h.opts.SendQueueBytes / 2 }
 
 // HistoryRequest validates a history request's since and limit (nil when
 // absent) and returns the broker options for a reply of at most budget

@@ -153,7 +153,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		brokerError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, hub.NewHistoryReply(channel, res, since, historyReplyBytes))
+	writeJSON(w, http.StatusOK, hub.NewHistoryReply(channel, res, opts))
 }
 
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
