@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -237,5 +238,25 @@ func TestSummarize_GroupsByRate(t *testing.T) {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}
+	}
+}
+
+// -help lists the flags without the environment's secrets as defaults.
+func TestOptions_HelpShowsNoSecrets(t *testing.T) {
+	t.Setenv("HERALD_JWT_SECRET", "jwt-from-env")
+	t.Setenv("HERALD_API_KEY", "key-from-env")
+	t.Setenv("HERALD_BENCH_PROVIDER_SECRET", "provider-from-env")
+	var help bytes.Buffer
+	if _, err := parseOptions([]string{"-help"}, &help); err == nil {
+		t.Fatal("-help parsed as options")
+	}
+	for _, secret := range []string{"jwt-from-env", "key-from-env", "provider-from-env"} {
+		if strings.Contains(help.String(), secret) {
+			t.Errorf("-help shows %q:\n%s", secret, help.String())
+		}
+	}
+	o, err := parseOptions([]string{"-url", "http://127.0.0.1:1"}, io.Discard)
+	if err != nil || o.jwtSecret != "jwt-from-env" || o.apiKey != "key-from-env" || o.providerSecret != "provider-from-env" {
+		t.Fatalf("the environment no longer applies: %+v %v", o, err)
 	}
 }

@@ -154,9 +154,12 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "after the last publication, the longest wait for deliveries")
 	fs.IntVar(&o.pid, "pid", 0, "the server's pid, to read its memory and CPU from /proc (0: not measured)")
 	fs.IntVar(&o.redisPID, "redis-pid", 0, "redis-server's pid, to report its CPU too (0: not measured)")
-	fs.StringVar(&o.jwtSecret, "jwt-secret", os.Getenv("HERALD_JWT_SECRET"), "HS256 secret to mint client tokens [$HERALD_JWT_SECRET]")
-	fs.StringVar(&o.apiKey, "api-key", os.Getenv("HERALD_API_KEY"), "server API key [$HERALD_API_KEY]")
-	fs.StringVar(&o.providerSecret, "provider-secret", os.Getenv("HERALD_BENCH_PROVIDER_SECRET"), "ingress: the providers' secret [$HERALD_BENCH_PROVIDER_SECRET]")
+	// Secrets default to the environment after the definitions: -help
+	// shows no default, never the environment's value.
+	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 secret to mint client tokens [$HERALD_JWT_SECRET]")
+	fs.StringVar(&o.apiKey, "api-key", "", "server API key [$HERALD_API_KEY]")
+	fs.StringVar(&o.providerSecret, "provider-secret", "", "ingress: the providers' secret [$HERALD_BENCH_PROVIDER_SECRET]")
+	o.jwtSecret, o.apiKey, o.providerSecret = os.Getenv("HERALD_JWT_SECRET"), os.Getenv("HERALD_API_KEY"), os.Getenv("HERALD_BENCH_PROVIDER_SECRET")
 	fs.StringVar(&sources, "sources", "", "comma list of 127.x.y.z source addresses for the clients [enough consecutive 127.0.0.x, picked at random]")
 	fs.IntVar(&o.perSource, "per-source", 1000, "clients per source address (herald accepts 1000 connections per client address by default)")
 	fs.IntVar(&o.dialers, "dial-concurrency", 64, "clients connecting at once")

@@ -81,8 +81,9 @@ func newFlags(name string, stderr io.Writer, about string) *flag.FlagSet {
 func envString(fs *flag.FlagSet, env lookupFunc, name, variable, def, usage string) *string {
 	p := fs.String(name, def, usage+" ("+variable+")")
 	// After the definition: --help shows def, never the environment's
-	// value, which may be a secret (a token, the JWT secret).
-	if v, ok := env(variable); ok {
+	// value, which may be a secret (a token, the JWT secret). An empty
+	// variable is an unset one, as for the node's settings.
+	if v, ok := env(variable); ok && v != "" {
 		*p = v
 	}
 	return p

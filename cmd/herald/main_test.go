@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -139,6 +140,15 @@ func TestConfigCommand_MasksAClusterURLsPassword(t *testing.T) {
 	if code != 0 || strings.Contains(out.String(), "cluster-pw") ||
 		!strings.Contains(out.String(), "HERALD_REDIS_CLUSTER=rediss://:******@10.0.0.1:6379?addr=10.0.0.2:6379\n") {
 		t.Fatalf("exit %d:\n%s", code, out.String())
+	}
+}
+
+func TestEnvString_EmptyVariableIsUnset(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	empty := envString(fs, env("HERALD_URL", ""), "url", "HERALD_URL", "http://127.0.0.1:8080", "")
+	set := envString(fs, env("HERALD_TOKEN", "tok"), "token", "HERALD_TOKEN", "", "")
+	if err := fs.Parse(nil); err != nil || *empty != "http://127.0.0.1:8080" || *set != "tok" {
+		t.Fatalf("%q %q %v", *empty, *set, err)
 	}
 }
 
