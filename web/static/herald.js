@@ -807,8 +807,10 @@ export function connect(options) {
       case CloseCode.RATE_LIMITED:
         // Too many connections from this address, or frames too fast:
         // never at once, and later each time it happens again.
-        limited++;
-        if (!wasConnected) failures++;
+        // (Before connected, too many connections from this address, it
+        // is one more failed attempt.)
+        if (wasConnected) limited++;
+        else failures++;
         return schedule(backoffDelay(limited + failures, backoff, random), code, reason);
     }
     if (!wasConnected) {

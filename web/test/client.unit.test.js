@@ -416,6 +416,21 @@ test('close 4029: never an instant retry, and later each time it happens again',
   assert.equal(named(events, 'disconnected').at(-1).reconnectIn, 2000);
 });
 
+test('close 4029 before connected (too many connections from this address) backs off one step at a time', async () => {
+  const { clock, sockets, client, events } = setup();
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  clock.randomValue = 0.999999;
+  const delays = [];
+  for (let i = 0; i < 3; i++) {
+    sockets.at(-1).serverClose(4029, 'too many connections from your address');
+    const d = named(events, 'disconnected').at(-1).reconnectIn;
+    delays.push(d);
+    await clock.advance(d);
+  }
+  assert.deepEqual(delays, [2000, 4000, 8000]);
+});
+
 test('unsubscribe leaves the channel and ignores its later publications', async () => {
   const { clock, sockets, client, got, collect } = setup();
   const sub = client.subscribe('user:42', collect);
