@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -92,7 +94,7 @@ func TestHistory_LargePublicationsAreReadOnlyAsFarAsTheyFit(t *testing.T) {
 // every one, in order, without a gap.
 func TestNodes_PartitionedNodeBackfillsLargePublicationsInPages(t *testing.T) {
 	// The client's queue takes the whole backfill at once.
-	a, b, proxy := partitionable(t, redistest.Options{}, func(c *server.Config) { c.Hub.SendQueueBytes = 64 << 20 })
+	a, b, proxy, srv := partitionable(t, redistest.Options{}, func(c *server.Config) { c.Hub.SendQueueBytes = 64 << 20 })
 
 	f := follow(t, a, "user:9")
 	publish(t, b, "user:9", 1)
@@ -104,9 +106,29 @@ func TestNodes_PartitionedNodeBackfillsLargePublicationsInPages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	before := scriptCalls(t, srv)
 	proxy.Restore()
 	wait(t, f, 61)
 	if s := f.Stats(); s.Delivered != 61 || len(s.Gaps) != 0 || s.Resumes != 0 {
 		t.Fatalf("%+v", s)
 	}
+	// Nothing else runs a script meanwhile: each call is a page.
+	if pages := scriptCalls(t, srv) - before; pages < 3 {
+		t.Fatalf("12 MB re-read in %d reads, want pages of at most 4 MiB", pages)
+	}
+}
+
+// scriptCalls is how many scripts the server has run (EVALSHA and EVAL).
+func scriptCalls(t *testing.T, srv *redistest.Server) int {
+	t.Helper()
+	info, err := srv.Do("INFO", "commandstats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range regexp.MustCompile(`cmdstat_(?:evalsha|eval):calls=(\d+)`).FindAllStringSubmatch(info, -1) {
+		c, _ := strconv.Atoi(m[1])
+		n += c
+	}
+	return n
 }

@@ -483,11 +483,11 @@ func TestRedis_DownMeans503AndUnavailableThenRecovers(t *testing.T) {
 	t.Fatal("readyz did not recover")
 }
 
-// partitionable starts two nodes on one Redis: a reaches it through a
-// proxy that can cut it off, b directly. mod, if not nil, changes both
+// partitionable starts two nodes on one Redis, srv: a reaches it through
+// a proxy that can cut it off, b directly. mod, if not nil, changes both
 // configurations.
-func partitionable(t *testing.T, opts redistest.Options, mod func(*server.Config)) (a, b *heraldtest.Node, proxy *redistest.Proxy) {
-	srv := redistest.Start(t, opts)
+func partitionable(t *testing.T, opts redistest.Options, mod func(*server.Config)) (a, b *heraldtest.Node, proxy *redistest.Proxy, srv *redistest.Server) {
+	srv = redistest.Start(t, opts)
 	proxy = redistest.NewProxy(t, srv.Addr())
 	cfgA, cfgB := heraldtest.Config(), heraldtest.Config()
 	cfgA.RedisURL, cfgB.RedisURL = proxy.URL(), srv.URL()
@@ -495,7 +495,7 @@ func partitionable(t *testing.T, opts redistest.Options, mod func(*server.Config
 		mod(&cfgA)
 		mod(&cfgB)
 	}
-	return heraldtest.Start(t, cfgA), heraldtest.Start(t, cfgB), proxy
+	return heraldtest.Start(t, cfgA), heraldtest.Start(t, cfgB), proxy, srv
 }
 
 // TestNodes_PartitionedNodeBackfillsWhatItMissed cuts one node off Redis
@@ -503,7 +503,7 @@ func partitionable(t *testing.T, opts redistest.Options, mod func(*server.Config
 // everything published meanwhile can only reach its clients through the
 // backfill when the partition heals.
 func TestNodes_PartitionedNodeBackfillsWhatItMissed(t *testing.T) {
-	a, b, proxy := partitionable(t, redistest.Options{AOF: true}, nil)
+	a, b, proxy, _ := partitionable(t, redistest.Options{AOF: true}, nil)
 
 	f := follow(t, a, "user:9")
 	publish(t, b, "user:9", 1)
@@ -531,7 +531,7 @@ func TestNodes_PartitionedNodeBackfillsWhatItMissed(t *testing.T) {
 // while the node was cut off is announced as offset_expired, then delivery
 // continues from what is retained.
 func TestNodes_PartitionLongerThanRetentionIsAnnounced(t *testing.T) {
-	a, b, proxy := partitionable(t, redistest.Options{}, func(c *server.Config) { c.HistorySize = 10 })
+	a, b, proxy, _ := partitionable(t, redistest.Options{}, func(c *server.Config) { c.HistorySize = 10 })
 
 	f := follow(t, a, "user:9")
 	publish(t, b, "user:9", 1)
