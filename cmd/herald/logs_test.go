@@ -140,6 +140,15 @@ func TestLogs_NeverShowSecretsTokensOrPayloads(t *testing.T) {
 // A dedup window shorter than the slowest provider's retries is allowed
 // (a test rig may want it) but said at start, since retries after it are
 // published again; the default says nothing.
+func TestLogs_WarnOfAProviderWithoutAMerchant(t *testing.T) {
+	const warning = `"msg":"a provider is enabled without a merchant`
+	p := startNode(t, freeAddr(t), "HERALD_INGRESS_GATEWAY_SECRET=gw")
+	p.waitOutput(t, `"provider":"gateway","set":"HERALD_INGRESS_GATEWAY_MERCHANT"`, 5*time.Second)
+	if out := p.stdout.String() + p.stderr.String(); strings.Count(out, warning) != 1 {
+		t.Errorf("want one warning, for the gateway, not for Kriptomat (which has its merchant):\n%s", out)
+	}
+}
+
 func TestLogs_WarnOfADedupWindowShorterThanRetries(t *testing.T) {
 	const warning = "HERALD_DEDUP_WINDOW is shorter than the longest provider retries"
 	short := startNode(t, freeAddr(t), "HERALD_DEDUP_WINDOW=1h")

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sort"
 	"syscall"
 	"time"
 
@@ -90,6 +91,7 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		logger.Warn("HERALD_DEDUP_WINDOW is shorter than the longest provider retries: a webhook retried after it is published again",
 			"dedup_window", cfg.DedupWindow.String(), "longest_provider_retries", longestProviderRetries.String())
 	}
+	warnMerchantless(logger, cfg)
 	if cfg.Dev {
 		printDev(stdout, cfg, ln.Addr())
 	}
@@ -104,6 +106,24 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	// A second signal ends the process at once (the default action).
 	signal.Reset(syscall.SIGTERM, syscall.SIGINT)
 	return shutdown(logger, cfg, srv, httpSrv)
+}
+
+// warnMerchantless warns of every provider enabled without a merchant:
+// its webhooks that name neither a user nor a merchant (Kriptomat's master
+// balance alerts, the gateway's invoices, 0xpay's withdrawals) are kept as
+// dead letters, answered 202, and the provider does not send them again.
+func warnMerchantless(logger *slog.Logger, cfg *config) {
+	slugs := make([]string, 0, len(cfg.Providers))
+	for slug, pc := range cfg.Providers {
+		if pc.Secret != "" && pc.Merchant == "" {
+			slugs = append(slugs, slug)
+		}
+	}
+	sort.Strings(slugs)
+	for _, slug := range slugs {
+		logger.Warn("a provider is enabled without a merchant: its webhooks that name no user and no merchant are kept as dead letters",
+			"provider", slug, "set", "HERALD_INGRESS_"+envSlug(slug)+"_MERCHANT")
+	}
 }
 
 func serverConfig(cfg *config, logger *slog.Logger) (server.Config, error) {
