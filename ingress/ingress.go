@@ -82,7 +82,7 @@ func New(opts Options) (*Ingress, error) {
 			return nil, fmt.Errorf("ingress: provider %s has no secret", slug)
 		}
 		if p.Config.Tolerance <= 0 {
-			p.Config.Tolerance = 5 * time.Minute
+			p.Config.Tolerance = DefaultTolerance
 			opts.Providers[slug] = p
 		}
 	}

@@ -42,9 +42,15 @@ type Config struct {
 	// Allow, when not empty, lists the source networks allowed to post.
 	Allow []netip.Prefix
 	// Tolerance bounds the age of a signed timestamp, for providers whose
-	// signatures carry one [5m].
+	// signatures carry one [DefaultTolerance].
 	Tolerance time.Duration
 }
+
+// DefaultTolerance is 12 hours: longer than any timestamp-signing
+// provider's retries (0xpay's, about 8 h), in case a retry carries its
+// first delivery's signature, and shorter than the dedup window, inside
+// which a replay is a duplicate of the event it repeats.
+const DefaultTolerance = 12 * time.Hour
 
 // Request is what a Provider sees of one webhook.
 type Request struct {

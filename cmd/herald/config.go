@@ -206,7 +206,7 @@ func providerSettings(slug string) []setting {
 			with(c, func(pc *ingress.Config) { pc.Allow = nets })
 			return err
 		}},
-		{env: prefix + "TOLERANCE", def: "5m", usage: "maximum age of a signed " + slug + " timestamp", set: func(c *config, v string) error {
+		{env: prefix + "TOLERANCE", def: "12h", usage: "maximum age of a signed " + slug + " timestamp", set: func(c *config, v string) error {
 			d, err := positiveDuration(v)
 			with(c, func(pc *ingress.Config) { pc.Tolerance = d })
 			return err

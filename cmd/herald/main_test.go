@@ -80,7 +80,7 @@ func TestConfig_EmptyVariableIsUnset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HistorySize != 1000 || c.Addr != ":8080" || c.DedupWindow != 72*time.Hour || c.Providers["kriptomat"].Tolerance != 5*time.Minute {
+	if c.HistorySize != 1000 || c.Addr != ":8080" || c.DedupWindow != 72*time.Hour || c.Providers["kriptomat"].Tolerance != 12*time.Hour {
 		t.Fatalf("%+v", c)
 	}
 }

@@ -12,9 +12,11 @@
 // 0xpay's own examples). 0xpay's API page says "URL path" while its JS SDK
 // verifies host + path; Verify accepts either. 0xpay sets no window for the
 // timestamp, so herald does: a timestamp further than
-// HERALD_INGRESS_0XPAY_TOLERANCE (default 5m) from herald's clock, in
+// HERALD_INGRESS_0XPAY_TOLERANCE (default 12h) from herald's clock, in
 // either direction, is refused, and a captured request cannot be replayed
-// later. The merchant-id header is not trusted for routing (it is not
+// later. The window outlasts 0xpay's retries (about 8 h), in case a retry
+// carries its first delivery's signature; a replay inside it is a
+// duplicate of the event it repeats. The merchant-id header is not trusted for routing (it is not
 // signed); the body's merchantId is.
 //
 // The withdrawal's destination ("to") is a card number: it is masked
@@ -41,10 +43,6 @@ const (
 	HeaderSignature = "signature"
 )
 
-// DefaultTolerance bounds the age of a signed timestamp when the
-// configuration sets none.
-const DefaultTolerance = 5 * time.Minute
-
 // Provider returns the 0xpay provider.
 func Provider() ingress.Provider {
 	return ingress.Provider{Slug: Slug, Parse: Parse, Verify: Verify, Sign: Sign, Redact: Redact}
@@ -64,7 +62,7 @@ func Verify(r *ingress.Request) error {
 	}
 	tolerance := r.Config.Tolerance
 	if tolerance <= 0 {
-		tolerance = DefaultTolerance
+		tolerance = ingress.DefaultTolerance
 	}
 	if skew := r.Now.Sub(time.Unix(sec, 0)); skew > tolerance || skew < -tolerance {
 		return errOutsideWindow
