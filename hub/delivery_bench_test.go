@@ -86,10 +86,8 @@ func benchDeliver(b *testing.B, subscribers int) {
 	}
 }
 
-// clientFrame is a masked text frame, as a browser sends it (mask key 0).
-func clientFrame(payload string) []byte {
-	return append([]byte{0x81, 0x80 | byte(len(payload)), 0, 0, 0, 0}, payload...)
-}
+// clientFrame is a masked text frame, as a browser sends it.
+func clientFrame(payload string) []byte { return wsFrame(1, []byte(payload)) }
 
 func upgradeRequest(token string) *http.Request {
 	r := httptest.NewRequest(http.MethodGet, "/ws", nil)

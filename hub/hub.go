@@ -166,7 +166,10 @@ func New(opts Options) (*Hub, error) {
 // MaxPublication is the largest publication data this hub's clients can
 // be sent: half the send queue, so that one always fits in a replay page
 // and a history reply, and a frame larger than the whole queue never
-// closes every subscriber of its channel, and again on every resume.
+// closes every subscriber of its channel, and again on every resume. It
+// is also what a resume queues and reads at a time (the other half is for
+// live traffic) and the bound of a history frame, so that a reply never
+// closes the client that asked as too slow.
 func (h *Hub) MaxPublication() int { return h.opts.SendQueueBytes / 2 }
 
 // Clients returns the number of connected clients.

@@ -2,7 +2,6 @@ package hub_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"herald/channels"
 	"herald/hub"
 	"herald/internal/heraldtest"
 	"herald/internal/server"
@@ -212,21 +210,13 @@ func TestHistory_LargerThanTheSendQueueIsTruncated(t *testing.T) {
 	n := start(t, func(c *server.Config) { c.Hub.SendQueueBytes = 64 << 10 })
 	pad := strings.Repeat("x", 900)
 	for i := 1; i <= 200; i++ { // ≈ 185 KB, three times the queue
-		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
+		n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
 	}
 	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
-	offsets := func(f heraldtest.Frame) []uint64 {
-		var out []uint64
-		for _, p := range f["publications"].([]any) {
-			out = append(out, uint64(p.(map[string]any)["offset"].(float64)))
-		}
-		return out
-	}
-
 	// Without since: the newest that fit, ending at the channel's top.
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 1000})
 	f := c.Expect("history")
-	got := offsets(f)
+	got := f.Offsets()
 	if f["truncated"] != true || len(got) < 10 || len(got) >= 200 || got[len(got)-1] != 200 || got[0] != uint64(201-len(got)) {
 		t.Fatalf("newest: truncated %v, offsets %v", f["truncated"], got)
 	}
@@ -237,7 +227,7 @@ func TestHistory_LargerThanTheSendQueueIsTruncated(t *testing.T) {
 		c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 1000, "since": map[string]any{"offset": since, "epoch": epoch}})
 		f = c.Expect("history")
 		pages++
-		for _, o := range offsets(f) {
+		for _, o := range f.Offsets() {
 			if o != since+1 {
 				t.Fatalf("page %d: offset %d after %d", pages, o, since)
 			}
@@ -253,7 +243,7 @@ func TestHistory_LargerThanTheSendQueueIsTruncated(t *testing.T) {
 
 	// A reply that fits says nothing of truncation; the connection is fine.
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 3})
-	if f = c.Expect("history"); f["truncated"] != nil || len(offsets(f)) != 3 {
+	if f = c.Expect("history"); f["truncated"] != nil || len(f.Offsets()) != 3 {
 		t.Fatalf("small reply %v", f)
 	}
 	c.Send(map[string]any{"type": "ping"})
@@ -266,7 +256,7 @@ func TestHistory_OnePublicationOverTheBoundSaysTruncated(t *testing.T) {
 	n := start(t, func(c *server.Config) { c.Hub.SendQueueBytes = 64 << 10 }) // a 32 KiB bound
 	pad := strings.Repeat("x", 40<<10)
 	for i := 1; i <= 3; i++ {
-		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
+		n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
 	}
 	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10})
@@ -449,15 +439,4 @@ func TestDrainCloses4010AndRefusesNewClients(t *testing.T) {
 	if status, _ := n.Get(t, "/readyz"); status != http.StatusServiceUnavailable {
 		t.Fatalf("readyz while draining: %d", status)
 	}
-}
-
-// Channels.Broker is reachable for tests that need to publish faster than
-// the HTTP API allows.
-func publishDirect(t *testing.T, n *heraldtest.Node, ch string, data string) channels.PublishResult {
-	t.Helper()
-	r, err := n.Server.Broker().Publish(context.Background(), ch, json.RawMessage(data), channels.PublishOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }

@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"time"
 
@@ -47,4 +48,16 @@ func tokenFor(sub string) string {
 		panic(err)
 	}
 	return tok
+}
+
+// wsFrame is a client frame of up to 64 KiB, masked as RFC 6455 requires
+// of clients (with key 0, which leaves the payload as it is).
+func wsFrame(opcode byte, payload []byte) []byte {
+	f := []byte{0x80 | opcode}
+	if n := len(payload); n < 126 {
+		f = append(f, 0x80|byte(n))
+	} else {
+		f = binary.BigEndian.AppendUint16(append(f, 0x80|126), uint16(n))
+	}
+	return append(append(f, 0, 0, 0, 0), payload...)
 }

@@ -49,7 +49,7 @@ func publishN(t *testing.T, n *heraldtest.Node, ch string, count int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		publishDirect(t, n, ch, fmt.Sprintf(`{"n":%d}`, top.Offset+1))
+		n.PublishDirect(t, ch, fmt.Sprintf(`{"n":%d}`, top.Offset+1))
 	}
 }
 
@@ -246,7 +246,7 @@ func TestSlowConsumerClosed4009WhileFastOneKeepsUp(t *testing.T) {
 		for uint64(i)-received.Load() > 100 {
 			time.Sleep(100 * time.Microsecond)
 		}
-		publishDirect(t, n, "merchant:acme", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, pad))
+		n.PublishDirect(t, "merchant:acme", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, pad))
 	}
 	publishTime := time.Since(start)
 	if err := <-got; err != nil {
@@ -277,7 +277,7 @@ func TestResume_BacklogLargerThanTheSendQueue(t *testing.T) {
 
 	pad := fmt.Sprintf("%0900d", 0)
 	for i := 1; i <= 2000; i++ { // ≈ 2 MB missed, 30 times the queue
-		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, pad))
+		n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, pad))
 	}
 	c = heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
 	f := subscribeSince(c, "user:42", 0, epoch)
@@ -287,7 +287,7 @@ func TestResume_BacklogLargerThanTheSendQueue(t *testing.T) {
 	// Live publications during the replay come after it, in order.
 	go func() {
 		for i := 2001; i <= 2100; i++ {
-			publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d}`, i))
+			n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d}`, i))
 		}
 	}()
 	expectPubs(t, c, 1, 2100)
@@ -320,7 +320,7 @@ func TestSlowConsumer_KernelBufferBounded(t *testing.T) {
 			t.Fatalf("%d KiB published to a client that reads a fifth of it, and it is still connected", published>>10)
 		}
 		for range 10 {
-			publishDirect(t, n, "merchant:acme", fmt.Sprintf(`{"pad":"%s"}`, pad))
+			n.PublishDirect(t, "merchant:acme", fmt.Sprintf(`{"pad":"%s"}`, pad))
 			published += len(pad)
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -396,7 +396,7 @@ func TestResume_EpochResetDuringTheReplay(t *testing.T) {
 	epoch := c.Subscribe("user:42").String("epoch")
 	_ = c.Conn.CloseNow()
 	for i := 1; i <= 600; i++ { // more than two pages
-		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d}`, i))
+		n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d}`, i))
 	}
 
 	// The resume's first page comes with the reply; the replay's next
@@ -423,7 +423,7 @@ func TestResume_EpochResetDuringTheReplay(t *testing.T) {
 		last = f.Offset()
 	}
 	for i := 1; i <= 3; i++ {
-		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d}`, i))
+		n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d}`, i))
 	}
 	expectPubs(t, c, 1, 3)
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,25 +13,6 @@ import (
 
 	"herald/internal/heraldtest"
 )
-
-// wsFrame is a masked client frame, as RFC 6455 requires of clients.
-func wsFrame(opcode byte, payload []byte) []byte {
-	var mask [4]byte
-	_, _ = rand.Read(mask[:])
-	f := []byte{0x80 | opcode}
-	switch n := len(payload); {
-	case n < 126:
-		f = append(f, 0x80|byte(n))
-	default:
-		f = append(f, 0x80|126)
-		f = binary.BigEndian.AppendUint16(f, uint16(n))
-	}
-	f = append(f, mask[:]...)
-	for i, b := range payload {
-		f = append(f, b^mask[i%4])
-	}
-	return f
-}
 
 // A client that stops reading while the node has plenty to send it, and
 // sends pings meanwhile, must not make the node keep their pongs without
@@ -71,7 +51,7 @@ func TestStalledClientSendingPingsIsClosed(t *testing.T) {
 	// (4 MiB): the node's writer for this client blocks.
 	pad := strings.Repeat("x", 1000)
 	for i := 0; i < 1000; i++ {
-		publishDirect(t, n, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
+		n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
 	}
 	time.Sleep(200 * time.Millisecond)
 

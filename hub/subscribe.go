@@ -188,7 +188,7 @@ func (c *client) subscribe(f frame) {
 
 	opts := channels.HistoryOptions{Since: f.Since}
 	if f.Since != nil {
-		opts.Limit, opts.MaxBytes = replayPage, c.hub.halfQueue()
+		opts.Limit, opts.MaxBytes = replayPage, c.hub.MaxPublication()
 	}
 	res, err := c.hub.broker.History(ctx, name, opts)
 	if err != nil {
@@ -228,11 +228,6 @@ func (c *client) subscribe(f frame) {
 // a time.
 const replayPage = 256
 
-// halfQueue is half the send queue: what a resume queues and reads at a
-// time (the rest is for live traffic), and the bound of a history frame,
-// so that a reply never closes the client that asked as too slow.
-func (h *Hub) halfQueue() int { return h.opts.SendQueueBytes / 2 }
-
 // queueMissed queues missed publications up to target, in order, as long
 // as the client's queue has room for them (half of it; the rest is for
 // live traffic). The caller continues from s.last. hc.mu is held.
@@ -242,7 +237,7 @@ func (s *subscription) queueMissed(pubs []channels.Publication, target uint64) {
 		if p.Offset <= s.last || p.Offset > target {
 			continue
 		}
-		if !s.c.sendWithin(pubFrame(s.hc.name, p), s.c.hub.halfQueue()) {
+		if !s.c.sendWithin(pubFrame(s.hc.name, p), s.c.hub.MaxPublication()) {
 			break
 		}
 		s.last = p.Offset
@@ -267,7 +262,7 @@ func (c *client) replay(s *subscription, target uint64) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, c.hub.opts.BrokerTimeout)
-		res, err := c.hub.broker.History(ctx, hc.name, channels.HistoryOptions{Since: &since, Limit: replayPage, MaxBytes: c.hub.halfQueue()})
+		res, err := c.hub.broker.History(ctx, hc.name, channels.HistoryOptions{Since: &since, Limit: replayPage, MaxBytes: c.hub.MaxPublication()})
 		cancel()
 		if err != nil {
 			// The rest of the log cannot be read now: let the client come
@@ -361,7 +356,7 @@ func (c *client) history(f frame) {
 		c.replyError(f.ID, err)
 		return
 	}
-	opts, err := HistoryRequest(f.Since, f.Limit, c.hub.halfQueue())
+	opts, err := HistoryRequest(f.Since, f.Limit, c.hub.MaxPublication())
 	if err != nil {
 		c.replyError(f.ID, err)
 		return

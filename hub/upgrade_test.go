@@ -29,9 +29,7 @@ func TestUpgrade_FrameSentWithTheRequestIsRead(t *testing.T) {
 	var req bytes.Buffer
 	req.WriteString("GET /ws HTTP/1.1\r\nHost: herald\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-	req.Write([]byte{0x81, 0x80 | 126, 0, 0, 0, 0, 0, 0}) // masked with key 0
-	binary.BigEndian.PutUint16(req.Bytes()[req.Len()-6:], uint16(len(payload)))
-	req.WriteString(payload)
+	req.Write(clientFrame(payload))
 	if _, err := conn.Write(req.Bytes()); err != nil {
 		t.Fatal(err)
 	}

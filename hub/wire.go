@@ -153,7 +153,7 @@ func (w *wire) writeFrame(f []byte) error {
 		w.mu.Unlock()
 		return net.ErrClosed
 	}
-	if w.buf == nil && !w.flushing && !w.held.Load() {
+	if w.buf == nil && !w.held.Load() {
 		// The common case: nothing gathered, nobody writing. f goes out
 		// as it is, without a copy.
 		w.flushing = true

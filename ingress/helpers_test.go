@@ -54,8 +54,9 @@ func TestMaskCard(t *testing.T) {
 }
 
 func TestRewrite_KeepsOrderAndDigits(t *testing.T) {
+	maskTo := map[string]func(string) string{"to": ingress.MaskCard}
 	in := `{"b": 1.50, "to": "4111111111111111", "nested": [{"to": "5500000000000004", "n": 1e2}], "a": null, "t": true}`
-	got, err := ingress.Rewrite([]byte(in), map[string]func(string) string{"to": ingress.MaskCard})
+	got, err := ingress.Rewrite([]byte(in), maskTo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,25 +65,25 @@ func TestRewrite_KeepsOrderAndDigits(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 	// A name spelled with an escape is still the name.
-	got, err = ingress.Rewrite([]byte(`{"a":{"t\u006f":"4111111111111111"}}`), map[string]func(string) string{"to": ingress.MaskCard})
+	got, err = ingress.Rewrite([]byte(`{"a":{"t\u006f":"4111111111111111"}}`), maskTo)
 	if err != nil || string(got) != `{"a":{"to":"411111******1111"}}` {
 		t.Fatalf("escaped name: %s %v", got, err)
 	}
 	// Without the name (a value equal to it is not a member), the body is
 	// only compacted, and refused as it would be otherwise.
-	got, err = ingress.Rewrite([]byte(`{"x": "to", "n": [1.0, "tone"]}`), map[string]func(string) string{"to": ingress.MaskCard})
+	got, err = ingress.Rewrite([]byte(`{"x": "to", "n": [1.0, "tone"]}`), maskTo)
 	if err != nil || string(got) != `{"x":"to","n":[1.0,"tone"]}` {
 		t.Fatalf("no such member: %s %v", got, err)
 	}
 	for _, bad := range []string{`{"x":1} {}`, `{"x":`, ``} {
-		if _, err := ingress.Rewrite([]byte(bad), map[string]func(string) string{"to": ingress.MaskCard}); !errors.Is(err, ingress.ErrMalformed) {
+		if _, err := ingress.Rewrite([]byte(bad), maskTo); !errors.Is(err, ingress.ErrMalformed) {
 			t.Errorf("%q accepted: %v", bad, err)
 		}
 	}
 	// Nesting is bounded where rewriting recurses (the ingress refuses
 	// deep bodies before any adapter sees them).
 	deep := []byte(`{"to":"4111111111111111","x":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}`)
-	if _, err := ingress.Rewrite(deep, map[string]func(string) string{"to": ingress.MaskCard}); !errors.Is(err, ingress.ErrMalformed) {
+	if _, err := ingress.Rewrite(deep, maskTo); !errors.Is(err, ingress.ErrMalformed) {
 		t.Fatalf("deep nesting accepted: %v", err)
 	}
 }

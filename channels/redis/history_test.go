@@ -1,8 +1,6 @@
 package redis_test
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"runtime"
@@ -10,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"herald/channels"
 	"herald/internal/heraldtest"
 	"herald/internal/redistest"
 	"herald/internal/server"
@@ -31,27 +28,15 @@ func TestHistory_LargePublicationsAreReadOnlyAsFarAsTheyFit(t *testing.T) {
 	pad := strings.Repeat("x", size)
 	var epoch string
 	for i := 1; i <= count; i++ {
-		r, err := n.Server.Broker().Publish(context.Background(), "user:big", json.RawMessage(fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad)), channels.PublishOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		epoch = r.Epoch
+		epoch = n.PublishDirect(t, "user:big", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad)).Epoch
 	}
-	offsets := func(f map[string]any) []uint64 {
-		var out []uint64
-		for _, p := range f["publications"].([]any) {
-			out = append(out, uint64(p.(map[string]any)["offset"].(float64)))
-		}
-		return out
-	}
-
 	c := heraldtest.Connect(t, n, heraldtest.Token(t, "big", ""))
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	c.Send(map[string]any{"type": "history", "channel": "user:big", "limit": 1000})
 	f := c.Expect("history")
 	runtime.ReadMemStats(&after)
-	if got := offsets(f); f["truncated"] != true || len(got) != 1 || got[0] != count {
+	if got := f.Offsets(); f["truncated"] != true || len(got) != 1 || got[0] != count {
 		t.Fatalf("history frame: truncated %v, offsets %v", f["truncated"], got)
 	}
 	// The test's client and node share the process: everything either
@@ -64,12 +49,12 @@ func TestHistory_LargePublicationsAreReadOnlyAsFarAsTheyFit(t *testing.T) {
 
 	// GET /v1/history: the newest that fit in its 16 MiB, ending at the top.
 	code, body := n.Get(t, "/v1/history?channel=user:big&limit=1000")
-	got := offsets(body)
+	got := heraldtest.Frame(body).Offsets()
 	if code != 200 || body["truncated"] != true || len(got) == 0 || len(got)*size > 16<<20 || got[len(got)-1] != count {
 		t.Fatalf("GET /v1/history: %d, truncated %v, %d publications", code, body["truncated"], len(got))
 	}
 	code, body = n.Get(t, fmt.Sprintf("/v1/history?channel=user:big&since=%d&epoch=%s&limit=5", count-3, epoch))
-	if got = offsets(body); code != 200 || body["truncated"] != nil || len(got) != 3 || got[0] != count-2 {
+	if got = heraldtest.Frame(body).Offsets(); code != 200 || body["truncated"] != nil || len(got) != 3 || got[0] != count-2 {
 		t.Fatalf("GET /v1/history since: %d, truncated %v, offsets %v", code, body["truncated"], got)
 	}
 
@@ -102,9 +87,7 @@ func TestNodes_PartitionedNodeBackfillsLargePublicationsInPages(t *testing.T) {
 	proxy.Cut()
 	pad := strings.Repeat("x", 200<<10)
 	for i := 2; i <= 61; i++ {
-		if _, err := b.Server.Broker().Publish(context.Background(), "user:9", json.RawMessage(fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad)), channels.PublishOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		b.PublishDirect(t, "user:9", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
 	}
 	before := scriptCalls(t, srv)
 	proxy.Restore()

@@ -22,9 +22,7 @@ import (
 // as already delivered.
 func TestRedisBackFromAnOlderState_IsANewEpoch(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	cfg := heraldtest.Config()
-	cfg.RedisURL = srv.URL()
-	n := heraldtest.Start(t, cfg)
+	n := heraldtest.Start(t, backend{single: srv}.config())
 	publish := func(i int) {
 		t.Helper()
 		var err error

@@ -179,13 +179,7 @@ func lazyIngressPublisher(base, secret string, hookOf func(i int) (webhook, erro
 			return "", err
 		}
 		times.set(w.event, sent)
-		path := "/ingress/" + w.provider.Slug
-		header := http.Header{"Content-Type": {"application/json"}}
-		if w.provider.Sign != nil {
-			w.provider.Sign(header, http.MethodPost, path, w.body, w.config(secret), time.Now())
-		} else {
-			header.Set("Authorization", "Bearer "+secret)
-		}
+		path, header := w.signed(secret, time.Now())
 		b, err := post(ctx, hc, base+path, header, w.body)
 		if err != nil {
 			return "", err

@@ -46,6 +46,19 @@ func (w webhook) config(secret string) ingress.Config {
 	return ingress.Config{Secret: secret, Merchant: benchMerchant}
 }
 
+// signed returns the ingress path of w and the headers its provider sends
+// at now: its own signature, or the shared secret as a Bearer token.
+func (w webhook) signed(secret string, now time.Time) (string, http.Header) {
+	path := "/ingress/" + w.provider.Slug
+	header := http.Header{"Content-Type": {"application/json"}}
+	if w.provider.Sign != nil {
+		w.provider.Sign(header, http.MethodPost, path, w.body, w.config(secret), now)
+	} else {
+		header.Set("Authorization", "Bearer "+secret)
+	}
+	return path, header
+}
+
 // sample is a provider payload from testdata/ that names a user, and the
 // parts of it that make its event id.
 type sample struct {

@@ -82,7 +82,7 @@ func envString(fs *flag.FlagSet, env lookupFunc, name, variable, def, usage stri
 	p := fs.String(name, def, usage+" ("+variable+")")
 	// After the definition: --help shows def, never the environment's
 	// value, which may be a secret (a token, the JWT secret). An empty
-	// variable is an unset one, as for the node's settings.
+	// variable is an unset one (docker compose's ${VAR:-} passes "").
 	if v, ok := env(variable); ok && v != "" {
 		*p = v
 	}

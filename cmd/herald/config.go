@@ -225,13 +225,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	list := settings()
 	values := make([]*string, len(list))
 	for i, s := range list {
-		values[i] = fs.String(s.flagName(), s.def, s.usage+" ("+s.env+")")
-		// After the definition: --help shows the documented default,
-		// never the environment's value, which may be a secret. An empty
-		// variable is an unset one (docker compose's ${VAR:-} passes "").
-		if v, ok := lookupEnv(s.env); ok && v != "" {
-			*values[i] = v
-		}
+		values[i] = envString(fs, lookupEnv, s.flagName(), s.env, s.def, s.usage)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err

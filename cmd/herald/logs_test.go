@@ -137,9 +137,8 @@ func TestLogs_NeverShowSecretsTokensOrPayloads(t *testing.T) {
 	}
 }
 
-// A dedup window shorter than the slowest provider's retries is allowed
-// (a test rig may want it) but said at start, since retries after it are
-// published again; the default says nothing.
+// A provider enabled without a merchant is said at start, naming the
+// setting; one with its merchant is not.
 func TestLogs_WarnOfAProviderWithoutAMerchant(t *testing.T) {
 	const warning = `"msg":"a provider is enabled without a merchant`
 	p := startNode(t, freeAddr(t), "HERALD_INGRESS_GATEWAY_SECRET=gw")
@@ -149,6 +148,9 @@ func TestLogs_WarnOfAProviderWithoutAMerchant(t *testing.T) {
 	}
 }
 
+// A dedup window shorter than the slowest provider's retries is allowed
+// (a test rig may want it) but said at start, since retries after it are
+// published again; the default says nothing.
 func TestLogs_WarnOfADedupWindowShorterThanRetries(t *testing.T) {
 	const warning = "HERALD_DEDUP_WINDOW is shorter than the longest provider retries"
 	short := startNode(t, freeAddr(t), "HERALD_DEDUP_WINDOW=1h")

@@ -346,7 +346,7 @@ func TestDev_TokenGrantsWhereEverySampleGoes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var golden struct{ Channels []string }
+		var golden heraldtest.Golden
 		if err := json.Unmarshal(b, &golden); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}

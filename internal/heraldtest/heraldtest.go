@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"herald/auth"
+	"herald/channels"
 	"herald/ingress"
 	"herald/internal/server"
 )
@@ -124,6 +125,17 @@ func (n *Node) Post(t testing.TB, path string, body []byte, header http.Header) 
 func (n *Node) Ingress(t testing.TB, provider string, body []byte) (int, map[string]any) {
 	t.Helper()
 	return n.Post(t, "/ingress/"+provider, body, http.Header{"Authorization": {"Bearer " + ProviderSecret}})
+}
+
+// PublishDirect appends data to channel through the node's broker, past
+// the API's limits on rate and size.
+func (n *Node) PublishDirect(t testing.TB, channel, data string) channels.PublishResult {
+	t.Helper()
+	r, err := n.Server.Broker().Publish(context.Background(), channel, json.RawMessage(data), channels.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // Publish publishes data to channel through the server API and returns
@@ -233,6 +245,15 @@ func (f Frame) Type() string { s, _ := f["type"].(string); return s }
 
 // Offset returns the frame's offset.
 func (f Frame) Offset() uint64 { v, _ := f["offset"].(float64); return uint64(v) }
+
+// Offsets returns the offsets of a history reply's publications, in order.
+func (f Frame) Offsets() []uint64 {
+	var out []uint64
+	for _, p := range f["publications"].([]any) {
+		out = append(out, uint64(p.(map[string]any)["offset"].(float64)))
+	}
+	return out
+}
 
 // String returns a field as a string.
 func (f Frame) String(k string) string { s, _ := f[k].(string); return s }

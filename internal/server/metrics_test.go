@@ -1,8 +1,6 @@
 package server_test
 
 import (
-	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"strings"
@@ -82,9 +80,7 @@ func TestMetrics_ScriptedSession(t *testing.T) {
 	// (the API refuses such data; another node's broker may not).
 	c3 := heraldtest.Connect(t, n, heraldtest.Token(t, "7", ""))
 	c3.Subscribe("user:7")
-	if _, err := n.Server.Broker().Publish(context.Background(), "user:7", json.RawMessage(`"`+strings.Repeat("x", 40<<10)+`"`), channels.PublishOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	n.PublishDirect(t, "user:7", `"`+strings.Repeat("x", 40<<10)+`"`)
 	if code := c3.CloseStatus(5 * time.Second); code != 4009 {
 		t.Fatalf("slow client closed with %d", code)
 	}
