@@ -17,6 +17,8 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
+# The benchmarks' open-source peer is a module of its own.
+(cd cmd/herald-bench/peer && go vet ./...)
 go test -race -count=1 -timeout 30m ./... "$@"
 # Every fuzz target for a few seconds beyond its kept corpus (which the
 # line above already replayed).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,13 +22,14 @@ import (
 // address than the kernel has (≈28k, minus those still in TIME_WAIT from
 // the previous run).
 type dialer struct {
-	url       string // ws://…/ws
-	perSource int
-	https     []*http.Client
+	url        string // ws://…/ws
+	perSource  int
+	https      []*http.Client
+	centrifuge bool // speak Centrifuge's JSON protocol instead of herald's
 }
 
-func newDialer(wsURL string, sources []net.IP, perSource int) *dialer {
-	d := &dialer{url: wsURL, perSource: perSource}
+func newDialer(wsURL string, sources []net.IP, perSource int, centrifuge bool) *dialer {
+	d := &dialer{url: wsURL, perSource: perSource, centrifuge: centrifuge}
 	for _, ip := range sources {
 		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
 		d.https = append(d.https, &http.Client{Transport: &http.Transport{
@@ -40,14 +42,18 @@ func newDialer(wsURL string, sources []net.IP, perSource int) *dialer {
 }
 
 // dial opens client i with a bearer token, so that herald answers with a
-// connected frame at once.
+// connected frame at once. A Centrifuge client sends its token in its
+// connect command instead.
 func (d *dialer) dial(ctx context.Context, i int, token string) (*websocket.Conn, error) {
-	hc := d.https[min(i/d.perSource, len(d.https)-1)]
-	conn, _, err := websocket.Dial(ctx, d.url, &websocket.DialOptions{
-		HTTPClient:   hc,
+	opts := &websocket.DialOptions{
+		HTTPClient:   d.https[min(i/d.perSource, len(d.https)-1)],
 		HTTPHeader:   http.Header{"Authorization": {"Bearer " + token}},
 		Subprotocols: []string{"herald.v1"},
-	})
+	}
+	if d.centrifuge {
+		opts.HTTPHeader, opts.Subprotocols = nil, []string{"centrifuge-json"}
+	}
+	conn, _, err := websocket.Dial(ctx, d.url, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +77,7 @@ type tally struct {
 type client struct {
 	conn    *websocket.Conn
 	channel string
+	cf      bool // a Centrifuge client
 	epoch   string
 	// last is the offset of the last publication seen; the read loop owns
 	// it once started.
@@ -134,6 +141,17 @@ func (c *client) open(ctx context.Context, d *dialer, i int, token string, since
 		return controlFrame{}, fmt.Errorf("dial: %w", err)
 	}
 	c.conn = conn
+	if c.cf = d.centrifuge; c.cf {
+		if since != nil {
+			conn.CloseNow()
+			return controlFrame{}, errors.New("resume: not with -protocol centrifuge")
+		}
+		if err := c.cfOpen(ctx, token); err != nil {
+			conn.CloseNow()
+			return controlFrame{}, err
+		}
+		return controlFrame{}, nil
+	}
 	reply, err := readControl(ctx, conn, "connected")
 	if err != nil {
 		conn.CloseNow()
@@ -206,7 +224,10 @@ var pubPrefix = []byte(`{"type":"pub",`)
 // decoded: the harness shares the machine with the server and must stay
 // cheap per delivery.
 func (c *client) frame(b []byte, clock time.Time, times sendTimes, t *tally) {
-	now := time.Since(clock)
+	if c.cf {
+		c.cfFrame(b, clock, times, t)
+		return
+	}
 	if !bytes.HasPrefix(b, pubPrefix) {
 		var f controlFrame
 		if json.Unmarshal(b, &f) == nil && f.Type == "subscribed" && !f.Recovered {
@@ -216,6 +237,12 @@ func (c *client) frame(b []byte, clock time.Time, times sendTimes, t *tally) {
 		}
 		return
 	}
+	c.pub(b, clock, times, t)
+}
+
+// pub accounts for one publication: b holds its offset and data.
+func (c *client) pub(b []byte, clock time.Time, times sendTimes, t *tally) {
+	now := time.Since(clock)
 	off, ok := intAfter(b, `"offset":`)
 	if !ok {
 		t.unknown.Add(1)

@@ -94,6 +94,33 @@ func TestHarness_Floor_LosesNothing(t *testing.T) {
 	}
 }
 
+// The open-source peer, driven in Centrifuge's protocol: its pings, every
+// 150 ms here, must be answered or it drops the clients.
+func TestHarness_Peer_LosesNothing(t *testing.T) {
+	bin := buildModule(t, "cmd/herald-bench/peer")
+	r := redistest.Start(t, redistest.Options{})
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "-addr", addr, "-redis", r.Addr(), "-ping", "150ms")
+	cmd.Env = append(os.Environ(), "PEER_JWT_SECRET="+testJWTSecret, "PEER_API_KEY="+testAPIKey)
+	start(t, cmd, "http://"+addr+"/healthz")
+	for _, args := range [][]string{
+		{"-scenario", "idle", "-clients", "20", "-settle", "600ms"},
+		{"-scenario", "fanout", "-clients", "20", "-rate", "20", "-duration", "1s"},
+		{"-scenario", "peruser", "-via", "api", "-clients", "20", "-rate", "50", "-duration", "1s"},
+	} {
+		t.Run(args[1], func(t *testing.T) {
+			res := runBench(t, "http://"+addr, cmd.Process.Pid, append([]string{"-protocol", "centrifuge"}, args...)...)
+			if res.Connected != 20 || res.Server == nil || res.Server.RSSAfterKiB <= 0 {
+				t.Errorf("connected %d, server %+v", res.Connected, res.Server)
+			}
+		})
+	}
+	// The publications went through the peer's Redis history.
+	if n, err := r.Do("EXISTS", "centrifuge.stream.merchant:"+benchMerchant); err != nil || n != "1" {
+		t.Errorf("the peer kept no history of merchant:%s in Redis: %q %v", benchMerchant, n, err)
+	}
+}
+
 // runAll runs every scenario briefly and checks that nothing was lost.
 func runAll(t *testing.T, base string, pid int) {
 	for _, args := range [][]string{
@@ -203,6 +230,19 @@ func build(t *testing.T, pkg string) string {
 	cmd.Dir = heraldtest.Root(t)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+// buildModule compiles the command in dir, a module of its own inside this
+// repository, into the test's directory.
+func buildModule(t *testing.T, dir string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), filepath.Base(dir))
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", out, ".")
+	cmd.Dir = filepath.Join(heraldtest.Root(t), dir)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build in %s: %v\n%s", dir, err, b)
 	}
 	return out
 }

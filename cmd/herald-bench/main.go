@@ -61,6 +61,7 @@ type options struct {
 	wsURL          string
 	scenario       string
 	label          string
+	protocol       string
 	clients        int
 	rate           float64
 	duration       time.Duration
@@ -140,6 +141,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	var sources, provs string
 	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "the hub's base URL (loopback only)")
 	fs.StringVar(&o.scenario, "scenario", "fanout", "idle, fanout, peruser, resume or soak")
+	fs.StringVar(&o.protocol, "protocol", "herald", "the clients' protocol: herald, or centrifuge for the peer in ./peer (idle, fanout and peruser via api)")
 	fs.StringVar(&o.label, "label", "", "free text copied into the result (say which server and broker)")
 	fs.IntVar(&o.clients, "clients", 100, "websocket clients to open")
 	fs.Float64Var(&o.rate, "rate", 20, "publications (or webhooks) per second, open loop")
@@ -204,6 +206,12 @@ func (o *options) check(sources string) error {
 	case "idle", "fanout", "peruser", "resume", "soak":
 	default:
 		return fmt.Errorf("-scenario %q: want idle, fanout, peruser, resume or soak", o.scenario)
+	}
+	switch {
+	case o.protocol != "herald" && o.protocol != "centrifuge":
+		return fmt.Errorf("-protocol %q: want herald or centrifuge", o.protocol)
+	case o.protocol == "centrifuge" && (o.scenario == "resume" || o.scenario == "soak" || o.via != "api"):
+		return errors.New("-protocol centrifuge: only idle, fanout and peruser -via api")
 	}
 	longest := maxDuration
 	if o.scenario == "soak" {

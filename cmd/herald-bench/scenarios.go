@@ -123,7 +123,7 @@ func runScenario(ctx context.Context, o *options, log io.Writer) (*Result, error
 	b := &bench{
 		o:     o,
 		log:   log,
-		d:     newDialer(o.wsURL, o.sources, o.perSource),
+		d:     newDialer(o.wsURL, o.sources, o.perSource, o.protocol == "centrifuge"),
 		clock: time.Now(),
 		r: &Result{
 			Scenario: o.scenario, Label: o.label, URL: o.url, Clients: o.clients,

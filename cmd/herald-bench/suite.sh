@@ -5,12 +5,14 @@
 # them alike. Every run gets a fresh server process on 127.0.0.1; Redis is
 # flushed before each run on it. One JSON result per run goes to OUT, and
 # the medians are printed at the end (herald-bench summarize OUT).
+# centrifuge-redis is the open-source peer (./peer: the Centrifuge library
+# on Redis, history and recovery on), driven with -protocol centrifuge.
 #
 #   cmd/herald-bench/suite.sh [OUT]
 #
 # Environment: RUNS (3), SCENARIOS ("idle fanout peruser-api
 # peruser-ingress resume"), SERVERS ("herald-embedded herald-redis floor
-# floor-redis"),
+# floor-redis centrifuge-redis"),
 # IDLE_CLIENTS (15000), IDLE_SETTLE (60s: two rounds of pings), DURATION
 # (30s), PERUSER_RATES ("1000": webhooks or publications per second of the
 # peruser scenarios; several run each of them at every rate, to tell what a
@@ -24,7 +26,7 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-$(mktemp -d /tmp/herald-bench.XXXXXX)}
 RUNS=${RUNS:-3}
 SCENARIOS=${SCENARIOS:-idle fanout peruser-api peruser-ingress resume}
-SERVERS=${SERVERS:-herald-embedded herald-redis floor floor-redis}
+SERVERS=${SERVERS:-herald-embedded herald-redis floor floor-redis centrifuge-redis}
 IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
 IDLE_SETTLE=${IDLE_SETTLE:-60s}
 DURATION=${DURATION:-30s}
@@ -35,6 +37,9 @@ mkdir -p "$OUT/bin"
 go build -o "$OUT/bin/herald" ./cmd/herald
 go build -o "$OUT/bin/herald-bench" ./cmd/herald-bench
 go build -o "$OUT/bin/floor" ./cmd/herald-bench/floor
+if [[ " $SERVERS " == *" centrifuge-redis "* ]]; then
+  (cd cmd/herald-bench/peer && go build -o "$OUT/bin/peer" .)
+fi
 if [ -n "${BASE_REV:-}" ]; then
   base_src=$(mktemp -d)
   git archive "$BASE_REV" | tar -x -C "$base_src"
@@ -85,6 +90,13 @@ start_server() { # NAME
     server_pid=$!
     wait_for "http://127.0.0.1:$PORT/v1/publish"
     ;;
+  centrifuge-redis)
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    PEER_JWT_SECRET=$HERALD_JWT_SECRET PEER_API_KEY=$HERALD_API_KEY \
+      "$OUT/bin/peer" -addr "127.0.0.1:$PORT" -redis "127.0.0.1:$REDIS_PORT" >>"$OUT/peer.log" 2>&1 &
+    server_pid=$!
+    wait_for "http://127.0.0.1:$PORT/healthz"
+    ;;
   herald-* | base-*)
     local redis_url="" bin="$OUT/bin/herald"
     if [[ $1 == *-redis ]]; then
@@ -116,10 +128,11 @@ args_for() { # SCENARIO RATE
   esac
 }
 
-supports() { # SERVER SCENARIO: the floor has no ingress and no history
+supports() { # SERVER SCENARIO: the floors have no ingress and no history; the peer no ingress (resume is herald-'s protocol only)
   case $1 in
   floor) [ "$2" = idle ] || [ "$2" = fanout ] || [ "$2" = peruser-api ] ;;
   floor-redis) [ "$2" = fanout ] || [ "$2" = peruser-api ] ;;
+  centrifuge-redis) [ "$2" = idle ] || [ "$2" = fanout ] || [ "$2" = peruser-api ] ;;
   *) true ;;
   esac
 }
@@ -140,6 +153,7 @@ for run in $(seq "$RUNS"); do
         start_server "$server"
         redis_args=()
         [[ $server == *-redis ]] && redis_args=(-redis-pid "$redis_pid")
+        [ "$server" = centrifuge-redis ] && redis_args+=(-protocol centrifuge)
         # shellcheck disable=SC2046
         "$OUT/bin/herald-bench" -url "http://127.0.0.1:$PORT" -pid "$server_pid" "${redis_args[@]}" \
           -label "$server" -testdata testdata $(args_for "$scenario" "$rate") \

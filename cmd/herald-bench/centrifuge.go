@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// The harness also speaks the JSON protocol of Centrifuge, the library
+// Centrifugo is made of (-protocol centrifuge), so that the peer in
+// ./peer is driven by the same clients, schedule and measurements as
+// herald. Only what the idle, fanout and peruser-via-api scenarios need:
+// connect with a token, subscribe, count the publications pushed, answer
+// the server's pings.
+
+// cfReply is what the harness reads of a Centrifuge reply.
+type cfReply struct {
+	ID    int64 `json:"id"`
+	Error *struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+	Connect   json.RawMessage `json:"connect"`
+	Subscribe *struct {
+		Epoch  string `json:"epoch"`
+		Offset uint64 `json:"offset"`
+	} `json:"subscribe"`
+}
+
+// cfOpen connects with token and subscribes to the client's channel from
+// its current position.
+func (c *client) cfOpen(ctx context.Context, token string) error {
+	connect := `{"id":1,"connect":{"token":` + strconv.Quote(token) + `}}`
+	if _, err := cfCall(ctx, c.conn, 1, connect); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	sub := `{"id":2,"subscribe":{"channel":` + strconv.Quote(c.channel) + `}}`
+	r, err := cfCall(ctx, c.conn, 2, sub)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	if r.Subscribe == nil {
+		return fmt.Errorf("subscribe: no subscribe result")
+	}
+	c.epoch, c.last = r.Subscribe.Epoch, r.Subscribe.Offset
+	return nil
+}
+
+// cfCall sends a command and reads frames until the reply with its id.
+func cfCall(ctx context.Context, conn *websocket.Conn, id int64, cmd string) (cfReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := conn.Write(ctx, websocket.MessageText, []byte(cmd)); err != nil {
+		return cfReply{}, err
+	}
+	for {
+		_, b, err := conn.Read(ctx)
+		if err != nil {
+			return cfReply{}, err
+		}
+		for _, m := range bytes.Split(b, []byte("\n")) {
+			var r cfReply
+			if len(m) == 0 || json.Unmarshal(m, &r) != nil || r.ID != id {
+				continue
+			}
+			if r.Error != nil {
+				return r, fmt.Errorf("error %d: %s", r.Error.Code, r.Error.Message)
+			}
+			return r, nil
+		}
+	}
+}
+
+var (
+	cfPing     = []byte("{}")
+	cfPushPub  = []byte(`{"push":{"channel":`)
+	cfPubField = []byte(`"pub":`)
+)
+
+// cfFrame accounts for one Centrifuge frame: newline-separated replies
+// and pushes. A ping ({}) is answered with a pong ({}).
+func (c *client) cfFrame(b []byte, clock time.Time, times sendTimes, t *tally) {
+	for len(b) > 0 {
+		m := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			m, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		switch {
+		case bytes.Equal(m, cfPing):
+			_ = c.conn.Write(context.Background(), websocket.MessageText, cfPing)
+		case bytes.HasPrefix(m, cfPushPub):
+			i := bytes.Index(m, cfPubField)
+			if i < 0 {
+				continue // another kind of push (join, leave, unsubscribe…)
+			}
+			c.pub(m[i:], clock, times, t)
+		}
+	}
+}
