@@ -14,9 +14,9 @@ import (
 // The harness also speaks the JSON protocol of Centrifuge, the library
 // Centrifugo is made of (-protocol centrifuge), so that the peer in
 // ./peer is driven by the same clients, schedule and measurements as
-// herald. Only what the idle, fanout and peruser-via-api scenarios need:
-// connect with a token, subscribe, count the publications pushed, answer
-// the server's pings.
+// herald. What the idle, fanout, peruser-via-api and resume scenarios
+// need: connect with a token, subscribe (recovering missed publications),
+// count the publications pushed, answer the server's pings.
 
 // cfReply is what the harness reads of a Centrifuge reply.
 type cfReply struct {
@@ -27,8 +27,12 @@ type cfReply struct {
 	} `json:"error"`
 	Connect   json.RawMessage `json:"connect"`
 	Subscribe *struct {
-		Epoch  string `json:"epoch"`
-		Offset uint64 `json:"offset"`
+		Epoch        string `json:"epoch"`
+		Offset       uint64 `json:"offset"`
+		Recovered    bool   `json:"recovered"`
+		Publications []struct {
+			Offset uint64 `json:"offset"`
+		} `json:"publications"`
 	} `json:"subscribe"`
 }
 
@@ -103,4 +107,44 @@ func (c *client) cfFrame(b []byte, clock time.Time, times sendTimes, t *tally) {
 			c.pub(m[i:], clock, times, t)
 		}
 	}
+}
+
+// cfResumeOnce is resumeOnce in Centrifuge's protocol: the subscribe
+// command asks to recover from pos, and its reply carries the missed
+// publications, so both histograms get the time to that reply.
+func (b *bench) cfResumeOnce(ctx context.Context, tok, channel string, pos position, subscribed, all *histogram) (int, error) {
+	conn, err := b.d.dial(ctx, 0, tok)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.CloseNow()
+	connect := `{"id":1,"connect":{"token":` + strconv.Quote(tok) + `}}`
+	if _, err := cfCall(ctx, conn, 1, connect); err != nil {
+		return 0, fmt.Errorf("connect: %w", err)
+	}
+	sub := `{"id":2,"subscribe":{"channel":` + strconv.Quote(channel) + `,"recover":true,"epoch":` +
+		strconv.Quote(pos.Epoch) + `,"offset":` + strconv.FormatUint(pos.Offset, 10) + `}}`
+	start := time.Now()
+	r, err := cfCall(ctx, conn, 2, sub)
+	if err != nil {
+		return 0, fmt.Errorf("resume: %w", err)
+	}
+	took := time.Since(start)
+	s := r.Subscribe
+	if s == nil || !s.Recovered {
+		return 0, fmt.Errorf("resume: not recovered: %+v", s)
+	}
+	for i, p := range s.Publications {
+		if p.Offset != pos.Offset+uint64(i)+1 {
+			return i, fmt.Errorf("resume: got offset %d, want %d", p.Offset, pos.Offset+uint64(i)+1)
+		}
+	}
+	// A recovered answer leaves the channel's offset out: it is the last
+	// publication's.
+	if n := len(s.Publications); n != b.o.missed {
+		return n, fmt.Errorf("resume: %d publications recovered after %d, want the %d missed", n, pos.Offset, b.o.missed)
+	}
+	subscribed.record(took)
+	all.record(took)
+	return len(s.Publications), nil
 }

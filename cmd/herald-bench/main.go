@@ -141,7 +141,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	var sources, provs string
 	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "the hub's base URL (loopback only)")
 	fs.StringVar(&o.scenario, "scenario", "fanout", "idle, fanout, peruser, resume or soak")
-	fs.StringVar(&o.protocol, "protocol", "herald", "the clients' protocol: herald, or centrifuge for the peer in ./peer (idle, fanout and peruser via api)")
+	fs.StringVar(&o.protocol, "protocol", "herald", "the clients' protocol: herald, or centrifuge for the peer in ./peer (idle, fanout, peruser via api, resume)")
 	fs.StringVar(&o.label, "label", "", "free text copied into the result (say which server and broker)")
 	fs.IntVar(&o.clients, "clients", 100, "websocket clients to open")
 	fs.Float64Var(&o.rate, "rate", 20, "publications (or webhooks) per second, open loop")
@@ -210,8 +210,8 @@ func (o *options) check(sources string) error {
 	switch {
 	case o.protocol != "herald" && o.protocol != "centrifuge":
 		return fmt.Errorf("-protocol %q: want herald or centrifuge", o.protocol)
-	case o.protocol == "centrifuge" && (o.scenario == "resume" || o.scenario == "soak" || o.via != "api"):
-		return errors.New("-protocol centrifuge: only idle, fanout and peruser -via api")
+	case o.protocol == "centrifuge" && (o.scenario == "soak" || o.via != "api"):
+		return errors.New("-protocol centrifuge: only idle, fanout, peruser -via api and resume")
 	}
 	longest := maxDuration
 	if o.scenario == "soak" {

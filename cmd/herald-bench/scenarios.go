@@ -546,6 +546,9 @@ func publishN(ctx context.Context, pub publisher, n int) error {
 // publication after pos up to the one the subscribed answer names has
 // arrived, in order. It returns how many arrived.
 func (b *bench) resumeOnce(ctx context.Context, tok, channel string, pos position, subscribed, all *histogram) (int, error) {
+	if b.d.centrifuge {
+		return b.cfResumeOnce(ctx, tok, channel, pos, subscribed, all)
+	}
 	conn, err := b.d.dial(ctx, 0, tok)
 	if err != nil {
 		return 0, err
