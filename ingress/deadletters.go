@@ -21,12 +21,20 @@ type DeadLetter struct {
 // MaxDeadLetterBody is how much of a body a dead letter keeps.
 const MaxDeadLetterBody = 64 << 10
 
+// size is about how many bytes the dead letter takes as JSON: what a
+// listing is bounded by.
+func (d DeadLetter) size() int {
+	return len(d.Provider) + len(d.ReceivedAt) + len(d.Reason) + len(d.Body) + 96
+}
+
 // DeadLetterStore keeps the newest dead letters. Implementations: an
 // in-memory ring (NewMemoryDeadLetters) and Redis (shared by every node).
 type DeadLetterStore interface {
 	Add(ctx context.Context, d DeadLetter) error
-	// List returns up to limit dead letters, newest first.
-	List(ctx context.Context, limit int) ([]DeadLetter, error)
+	// List returns up to limit dead letters, newest first, and no more
+	// than fit in about maxBytes of JSON (always the newest one); more
+	// reports that it stopped on the bytes while older ones were left.
+	List(ctx context.Context, limit, maxBytes int) (list []DeadLetter, more bool, err error)
 }
 
 // MemoryDeadLetters keeps the newest dead letters in this process.
@@ -53,13 +61,17 @@ func (m *MemoryDeadLetters) Add(_ context.Context, d DeadLetter) error {
 }
 
 // List implements DeadLetterStore.
-func (m *MemoryDeadLetters) List(_ context.Context, limit int) ([]DeadLetter, error) {
+func (m *MemoryDeadLetters) List(_ context.Context, limit, maxBytes int) ([]DeadLetter, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := min(limit, len(m.items))
 	out := make([]DeadLetter, 0, n)
+	size := 0
 	for i := len(m.items) - 1; len(out) < n; i-- {
+		if size += m.items[i].size(); size > maxBytes && len(out) > 0 {
+			return out, true, nil
+		}
 		out = append(out, m.items[i])
 	}
-	return out, nil
+	return out, false, nil
 }

@@ -2,6 +2,7 @@ package ingress_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -87,6 +88,39 @@ func TestBodyLimit(t *testing.T) {
 	over := append(bytes.Clone(atLimit), ' ')
 	if status, _ := n.Post(t, "/ingress/kriptomat", over, bearer(heraldtest.ProviderSecret)); status != http.StatusRequestEntityTooLarge {
 		t.Fatalf("body over 1 MiB: %d", status)
+	}
+}
+
+// A listing of dead letters is bounded by its bytes: 270 dead letters
+// of 64 KiB are 17 MiB, over the 16 MiB a reply holds. It keeps the
+// newest and says it was cut.
+func TestDeadLettersReplyBoundedByBytes(t *testing.T) {
+	n := start(t, nil)
+	pad := strings.Repeat("x", ingress.MaxDeadLetterBody)
+	for i := range 270 {
+		body := fmt.Sprintf(`{"id":%d,"type":"STAKING_REWARD","state":"SUCCESS","note":"%s"}`, i, pad)
+		if status, res := n.Post(t, "/ingress/kriptomat", []byte(body), bearer(heraldtest.ProviderSecret)); status != 202 {
+			t.Fatalf("dead letter %d: %d %v", i, status, res)
+		}
+	}
+	for _, tc := range []struct {
+		limit     int
+		truncated bool
+	}{{1000, true}, {200, false}} {
+		status, res := n.Get(t, fmt.Sprintf("/v1/deadletters?limit=%d", tc.limit))
+		if status != 200 {
+			t.Fatalf("deadletters: %d", status)
+		}
+		dl := res["deadletters"].([]any)
+		if truncated, _ := res["truncated"].(bool); truncated != tc.truncated {
+			t.Fatalf("limit %d: truncated %v with %d dead letters, want %v", tc.limit, truncated, len(dl), tc.truncated)
+		}
+		if want := min(tc.limit, 16<<20/ingress.MaxDeadLetterBody); len(dl) > want || len(dl) < want-2 {
+			t.Fatalf("limit %d: %d dead letters, want about %d", tc.limit, len(dl), want)
+		}
+		if newest := dl[0].(map[string]any)["body"].(string); !strings.HasPrefix(newest, `{"id":269,`) {
+			t.Fatalf("newest dead letter %.40s", newest)
+		}
 	}
 }
 

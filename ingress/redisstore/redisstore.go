@@ -52,21 +52,37 @@ func (d *DeadLetters) Add(ctx context.Context, dl ingress.DeadLetter) error {
 	return wrap("adding a dead letter", err)
 }
 
-// List implements ingress.DeadLetterStore.
-func (d *DeadLetters) List(ctx context.Context, limit int) ([]ingress.DeadLetter, error) {
-	items, err := d.client.LRange(ctx, deadLettersKey, 0, int64(limit-1)).Result()
-	if err != nil {
-		return nil, wrap("listing dead letters", err)
-	}
-	out := make([]ingress.DeadLetter, 0, len(items))
-	for _, s := range items {
-		var dl ingress.DeadLetter
-		if err := json.Unmarshal([]byte(s), &dl); err != nil {
-			return nil, fmt.Errorf("dead letter in Redis is not JSON: %w", err)
+// deadLetterPage is how many dead letters one read takes: a page of the
+// largest is 2 MiB.
+const deadLetterPage = 32
+
+// List implements ingress.DeadLetterStore. It reads a page at a time, so
+// that a listing bounded by its bytes never holds more than a page beyond
+// them.
+func (d *DeadLetters) List(ctx context.Context, limit, maxBytes int) ([]ingress.DeadLetter, bool, error) {
+	out := make([]ingress.DeadLetter, 0, min(limit, deadLetterPage))
+	size := 0
+	for len(out) < limit {
+		from := int64(len(out))
+		items, err := d.client.LRange(ctx, deadLettersKey, from, from+int64(min(deadLetterPage, limit-len(out)))-1).Result()
+		if err != nil {
+			return nil, false, wrap("listing dead letters", err)
 		}
-		out = append(out, dl)
+		for _, s := range items {
+			if size += len(s); size > maxBytes && len(out) > 0 {
+				return out, true, nil
+			}
+			var dl ingress.DeadLetter
+			if err := json.Unmarshal([]byte(s), &dl); err != nil {
+				return nil, false, fmt.Errorf("dead letter in Redis is not JSON: %w", err)
+			}
+			out = append(out, dl)
+		}
+		if len(items) < deadLetterPage {
+			break
+		}
 	}
-	return out, nil
+	return out, false, nil
 }
 
 // Statuses is an ingress.StatusStore in Redis, for a Redis Cluster: on a

@@ -2,8 +2,10 @@ package redisstore_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,20 +33,59 @@ func TestDeadLetters_NewestFirstAndCapped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := d.List(ctx, 10)
+	got, more, err := d.List(ctx, 10, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 3 || got[0].Reason != "4" || got[2].Reason != "2" {
-		t.Fatalf("%+v", got)
+	if len(got) != 3 || got[0].Reason != "4" || got[2].Reason != "2" || more {
+		t.Fatalf("%+v, more %v", got, more)
 	}
 	// Another node's store sees the same.
-	if other, _ := redisstore.NewDeadLetters(c, 3).List(ctx, 1); other[0].Reason != "4" {
+	if other, _, _ := redisstore.NewDeadLetters(c, 3).List(ctx, 1, 1<<20); other[0].Reason != "4" {
 		t.Fatalf("%+v", other)
 	}
 	srv.Kill()
 	if err := d.Add(ctx, ingress.DeadLetter{}); !errors.Is(err, channels.ErrUnavailable) {
 		t.Fatalf("with Redis down: %v", err)
+	}
+}
+
+// A listing is read in pages and stops at its byte bound, but always has
+// the newest dead letter.
+func TestDeadLetters_ListBoundedByBytes(t *testing.T) {
+	c, _ := client(t)
+	d := redisstore.NewDeadLetters(c, 1000)
+	ctx := context.Background()
+	body := strings.Repeat("b", 1000)
+	one, _ := json.Marshal(ingress.DeadLetter{Provider: "p", Reason: "10", Body: body}) // as stored
+	for i := range 100 {
+		if err := d.Add(ctx, ingress.DeadLetter{Provider: "p", Reason: fmt.Sprint(i), Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		limit, maxBytes int
+		want            int
+		more            bool
+	}{
+		{100, 1 << 20, 100, false}, // across pages
+		{70, 1 << 20, 70, false},
+		{100, 39*len(one) + len(one)/2, 39, true},
+		{100, 10, 1, true},
+		{1, 10, 1, false},
+	} {
+		got, more, err := d.List(ctx, tc.limit, tc.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != tc.want || more != tc.more {
+			t.Fatalf("List(%d, %d): %d, more %v; want %d, more %v", tc.limit, tc.maxBytes, len(got), more, tc.want, tc.more)
+		}
+		for i, dl := range got {
+			if dl.Reason != fmt.Sprint(99-i) || dl.Body != body {
+				t.Fatalf("List(%d, %d)[%d] = %q, want %d, newest first", tc.limit, tc.maxBytes, i, dl.Reason, 99-i)
+			}
+		}
 	}
 }
 

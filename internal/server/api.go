@@ -57,6 +57,10 @@ const MaxPublishBody = 1 << 20
 // since.
 const historyReplyBytes = 16 << 20
 
+// deadLettersReplyBytes bounds a GET /v1/deadletters reply likewise: a
+// thousand dead letters of 64 KiB bodies would be 64 MiB or more.
+const deadLettersReplyBytes = 16 << 20
+
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	var req publishRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxPublishBody))
@@ -168,12 +172,16 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	items, err := s.dead.List(ctx, limit)
+	items, more, err := s.dead.List(ctx, limit, deadLettersReplyBytes)
 	if err != nil {
 		brokerError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"deadletters": items})
+	reply := map[string]any{"deadletters": items}
+	if more {
+		reply["truncated"] = true
+	}
+	writeJSON(w, http.StatusOK, reply)
 }
 
 func brokerError(w http.ResponseWriter, err error) {

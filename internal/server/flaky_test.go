@@ -99,9 +99,9 @@ func (d deadLetters) Add(ctx context.Context, l ingress.DeadLetter) error {
 	return d.f.dead.Add(ctx, l)
 }
 
-func (d deadLetters) List(ctx context.Context, limit int) ([]ingress.DeadLetter, error) {
+func (d deadLetters) List(ctx context.Context, limit, maxBytes int) ([]ingress.DeadLetter, bool, error) {
 	if err := d.f.failure(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return d.f.dead.List(ctx, limit)
+	return d.f.dead.List(ctx, limit, maxBytes)
 }
