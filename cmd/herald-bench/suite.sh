@@ -128,11 +128,11 @@ args_for() { # SCENARIO RATE
   esac
 }
 
-supports() { # SERVER SCENARIO: the floors have no ingress and no history; the peer no ingress (resume is herald-'s protocol only)
+supports() { # SERVER SCENARIO: the floors have no ingress and no history, the peer no ingress
   case $1 in
   floor) [ "$2" = idle ] || [ "$2" = fanout ] || [ "$2" = peruser-api ] ;;
   floor-redis) [ "$2" = fanout ] || [ "$2" = peruser-api ] ;;
-  centrifuge-redis) [ "$2" = idle ] || [ "$2" = fanout ] || [ "$2" = peruser-api ] ;;
+  centrifuge-redis) [ "$2" != peruser-ingress ] ;;
   *) true ;;
   esac
 }
