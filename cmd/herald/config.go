@@ -221,7 +221,17 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	fs.SetOutput(stderr)
 	fs.Usage = func() { printUsage(stderr, fs) }
 	devEnv, _ := lookupEnv("HERALD_DEV")
-	dev := fs.Bool("dev", devEnv != "" && devEnv != "0" && devEnv != "false", "development mode: embedded broker, generated secrets, every provider enabled, text logs (HERALD_DEV)")
+	devDefault := false
+	if devEnv != "" {
+		// Strictly: a "no" or "off" taken for yes would print generated
+		// secrets and enable every provider.
+		b, err := strconv.ParseBool(devEnv)
+		if err != nil {
+			return nil, fmt.Errorf("HERALD_DEV=%q: want true or false (or 1 or 0)", devEnv)
+		}
+		devDefault = b
+	}
+	dev := fs.Bool("dev", devDefault, "development mode: embedded broker, generated secrets, every provider enabled, text logs (HERALD_DEV)")
 	list := settings()
 	values := make([]*string, len(list))
 	for i, s := range list {
@@ -377,6 +387,14 @@ func cidrList(v string) ([]netip.Prefix, error) {
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%q is not a CIDR", s)
+		}
+		if p.Addr().Is4In6() {
+			// Client addresses are compared unmapped: ::ffff:10.0.0.0/104
+			// is 10.0.0.0/8.
+			if p.Bits() < 96 {
+				return nil, fmt.Errorf("%q: an IPv4-mapped prefix must be /96 or longer", s)
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		nets = append(nets, p)
 	}

@@ -9,10 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,11 +54,43 @@ func TestConfig_ErrorsNameTheSetting(t *testing.T) {
 		{append(base, "HERALD_REDIS_CLUSTER", "10.0.0.5:7000"), []string{"--dev"}, "--dev (HERALD_DEV) runs the embedded broker"},
 		{base, []string{"--history-size", "0"}, "HERALD_HISTORY_SIZE"},
 		{base, []string{"--no-such-flag"}, "no-such-flag"},
+		{append(base, "HERALD_DEV", "no"), nil, `HERALD_DEV="no": want true or false`},
+		{append(base, "HERALD_DEV", "off"), nil, `HERALD_DEV="off"`},
+		{append(base, "HERALD_TRUSTED_PROXIES", "::ffff:10.0.0.0/80"), nil, "HERALD_TRUSTED_PROXIES"},
 	}
 	for _, tc := range cases {
 		_, err := parseConfig(tc.args, env(tc.env...), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("env %v args %v: got %v, want %q", tc.env, tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestConfig_DevIsABoolean(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "0": false, "false": false, "FALSE": false, "1": true, "true": true, "True": true} {
+		c, err := parseConfig(nil, env("HERALD_JWT_SECRET", "x", "HERALD_DEV", v), io.Discard)
+		if err != nil || c.Dev != want {
+			t.Errorf("HERALD_DEV=%q: dev %v, %v; want %v", v, c != nil && c.Dev, err, want)
+		}
+	}
+}
+
+// An IPv4-mapped prefix means the IPv4 addresses it maps: client
+// addresses are compared unmapped.
+func TestConfig_MappedPrefixesAreIPv4(t *testing.T) {
+	c, err := parseConfig(nil, env("HERALD_JWT_SECRET", "x", "HERALD_TRUSTED_PROXIES", "::ffff:10.0.0.0/104,::ffff:192.0.2.7",
+		"HERALD_INGRESS_KRIPTOMAT_SECRET", "k", "HERALD_INGRESS_KRIPTOMAT_ALLOW", "::ffff:198.51.100.0/120"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		nets []netip.Prefix
+		addr string
+	}{
+		{c.TrustedProxies, "10.1.2.3"}, {c.TrustedProxies, "192.0.2.7"}, {c.Providers["kriptomat"].Allow, "198.51.100.9"},
+	} {
+		if !slices.ContainsFunc(tc.nets, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr(tc.addr)) }) {
+			t.Errorf("%v does not contain %s", tc.nets, tc.addr)
 		}
 	}
 }
