@@ -30,7 +30,7 @@ func (res Resolver) Of(r *http.Request) netip.Addr {
 	// that is not one of our proxies is the client.
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		hop, err := parseHop(strings.TrimSpace(hops[i]))
 		if err != nil {
 			return addr // a malformed chain: trust nothing beyond the proxy
 		}
@@ -62,4 +62,22 @@ func remote(hostport string) netip.Addr {
 		return netip.Addr{}
 	}
 	return a.Unmap()
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, or, as some load
+// balancers write it, an address with a port ("198.51.100.9:51234",
+// "[2001:db8::9]:443") or a bracketed IPv6 address.
+func parseHop(s string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a, nil
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr(), nil
+	}
+	if inner, ok := strings.CutPrefix(s, "["); ok {
+		if inner, ok = strings.CutSuffix(inner, "]"); ok {
+			return netip.ParseAddr(inner)
+		}
+	}
+	return netip.ParseAddr(s) // for its error
 }

@@ -25,6 +25,11 @@ func TestOf(t *testing.T) {
 		{"two of our proxies", proxies, "10.0.0.2:5000", []string{"198.51.100.9, 10.0.0.3"}, "198.51.100.9"},
 		{"several headers", proxies, "10.0.0.2:5000", []string{"6.6.6.6", "198.51.100.9"}, "198.51.100.9"},
 		{"malformed chain stops at the proxy", proxies, "10.0.0.2:5000", []string{"198.51.100.9, garbage"}, "10.0.0.2"},
+		{"hop with a port", proxies, "10.0.0.2:5000", []string{"198.51.100.9:51234"}, "198.51.100.9"},
+		{"ipv6 hop with a port", proxies, "10.0.0.2:5000", []string{"[2001:db8::9]:443"}, "2001:db8::9"},
+		{"bracketed ipv6 hop", proxies, "10.0.0.2:5000", []string{"[2001:db8::9]"}, "2001:db8::9"},
+		{"our proxy with a port", proxies, "10.0.0.2:5000", []string{"198.51.100.9, 10.0.0.3:8080"}, "198.51.100.9"},
+		{"a port alone is malformed", proxies, "10.0.0.2:5000", []string{":443"}, "10.0.0.2"},
 		{"ipv6", proxies, "[2001:db8::1]:5000", nil, "2001:db8::1"},
 		{"mapped ipv4", proxies, "[::ffff:203.0.113.7]:5000", nil, "203.0.113.7"},
 	}
