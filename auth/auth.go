@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -16,6 +17,17 @@ import (
 
 	"herald/channels"
 )
+
+// Bearer returns the credential of an "Authorization: Bearer <credential>"
+// header. The scheme's case does not matter (RFC 7235).
+func Bearer(h http.Header) (string, bool) {
+	const prefix = "Bearer "
+	v := h.Get("Authorization")
+	if len(v) < len(prefix) || !strings.EqualFold(v[:len(prefix)], prefix) {
+		return "", false
+	}
+	return v[len(prefix):], true
+}
 
 // MaxTokenLength bounds what Verify will even look at.
 const MaxTokenLength = 16 << 10

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -264,7 +263,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var claims *auth.Claims
-	if token, ok := bearer(r); ok {
+	if token, ok := auth.Bearer(r.Header); ok {
 		var err error
 		if claims, err = h.opts.Verifier.Verify(token); err != nil {
 			w.Header().Set("Content-Type", "application/json")
@@ -303,14 +302,4 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer h.unregister(c)
 		c.run(claims)
 	}()
-}
-
-// bearer returns the token of an "Authorization: Bearer" header.
-func bearer(r *http.Request) (string, bool) {
-	const prefix = "Bearer "
-	v := r.Header.Get("Authorization")
-	if len(v) < len(prefix) || !strings.EqualFold(v[:len(prefix)], prefix) {
-		return "", false
-	}
-	return v[len(prefix):], true
 }

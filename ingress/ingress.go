@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"herald/auth"
 	"herald/channels"
 	"herald/internal/clientip"
 	"herald/metrics"
@@ -382,7 +383,7 @@ func fail(status int, label, msg string) outcome {
 // the provider's own signature.
 func authenticate(p Enabled, req *Request, r *http.Request) error {
 	secret := []byte(p.Config.Secret)
-	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok &&
+	if tok, ok := auth.Bearer(r.Header); ok &&
 		subtle.ConstantTimeCompare([]byte(tok), secret) == 1 {
 		return nil
 	}

@@ -40,6 +40,7 @@ func TestOutcomes(t *testing.T) {
 		{"retry is a duplicate", "/ingress/kriptomat", withdrawal, bearer(heraldtest.ProviderSecret), 200, "status=duplicate"},
 		{"retry with other spacing", "/ingress/kriptomat", strings.ReplaceAll(withdrawal, ",", ", "), bearer(heraldtest.ProviderSecret), 200, "status=duplicate"},
 		{"key in the query", "/ingress/kriptomat?key=" + heraldtest.ProviderSecret, strings.Replace(withdrawal, "58463", "1", 1), nil, 200, "status=published"},
+		{"lower-case bearer", "/ingress/kriptomat", strings.Replace(withdrawal, "58463", "2", 1), http.Header{"Authorization": {"bearer " + heraldtest.ProviderSecret}}, 200, "status=published"},
 		{"unknown kind", "/ingress/kriptomat", `{"id":1,"type":"STAKING_REWARD","state":"SUCCESS"}`, bearer(heraldtest.ProviderSecret), 202, "status=dead_letter"},
 		{"malformed JSON", "/ingress/kriptomat", `{"id": 1,`, bearer(heraldtest.ProviderSecret), 400, "error"},
 		{"bad amount", "/ingress/kriptomat", strings.Replace(withdrawal, "100.00,", `"a lot",`, 1), bearer(heraldtest.ProviderSecret), 400, "error"},

@@ -7,12 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
+	"herald/auth"
 	"herald/channels"
 	"herald/hub"
 	"herald/ingress"
@@ -26,7 +27,7 @@ func (s *Server) api(next http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusNotFound, "server API disabled (set HERALD_API_KEY)")
 			return
 		}
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		tok, ok := auth.Bearer(r.Header)
 		if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.APIKey)) != 1 {
 			writeError(w, http.StatusUnauthorized, "missing or wrong API key")
 			return
@@ -64,7 +65,15 @@ const deadLettersReplyBytes = 16 << 20
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	var req publishRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxPublishBody))
-	if err := dec.Decode(&req); err != nil {
+	err := dec.Decode(&req)
+	if err == nil {
+		// Anything after the object, a second one included, would be
+		// dropped silently.
+		if _, after := dec.Token(); after != io.EOF {
+			err = errors.New("more than one JSON value")
+		}
+	}
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, "body over 1 MiB")
@@ -114,7 +123,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	res, err := s.broker.Publish(ctx, req.Channel, data.Bytes(), opts)
 	if err != nil {
-		brokerError(w, err)
+		s.brokerError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, publishResponse{Channel: req.Channel, Offset: res.Offset, Epoch: res.Epoch, Duplicate: res.Duplicate})
@@ -154,7 +163,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	res, err := s.broker.History(ctx, channel, opts)
 	if err != nil {
-		brokerError(w, err)
+		s.brokerError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, hub.NewHistoryReply(channel, res, opts))
@@ -174,7 +183,7 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	items, more, err := s.dead.List(ctx, limit, deadLettersReplyBytes)
 	if err != nil {
-		brokerError(w, err)
+		s.brokerError(w, r, err)
 		return
 	}
 	reply := map[string]any{"deadletters": items}
@@ -184,11 +193,14 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, reply)
 }
 
-func brokerError(w http.ResponseWriter, err error) {
+// brokerError answers a failed broker call: 503 when a retry may succeed,
+// else 500, which is logged, since its body says nothing of the cause.
+func (s *Server) brokerError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, channels.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		writeError(w, http.StatusServiceUnavailable, "broker unavailable; retry")
 		return
 	}
+	s.cfg.Logger.Error("server API: broker call failed", "path", r.URL.Path, "err", err)
 	writeError(w, http.StatusInternalServerError, "internal error")
 }
 

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/netip"
 	"os"
@@ -166,6 +167,15 @@ func TestOpenAPI_MatchesTheServer(t *testing.T) {
 		{"GET /v1/history", n, "GET", "/v1/history?channel=user:1", api, nil, 503},
 		{"GET /v1/deadletters", n, "GET", "/v1/deadletters", api, nil, 503},
 		{"GET /readyz", n, "GET", "/readyz", nil, nil, 503},
+	} {
+		do(r)
+	}
+	// It fails in a way a retry would not mend.
+	broker.fail(errors.New("ERR script exploded"))
+	for _, r := range []request{
+		{"POST /v1/publish", n, "POST", "/v1/publish", api, []byte(`{"channel":"user:1","data":{}}`), 500},
+		{"GET /v1/history", n, "GET", "/v1/history?channel=user:1", api, nil, 500},
+		{"GET /v1/deadletters", n, "GET", "/v1/deadletters", api, nil, 500},
 	} {
 		do(r)
 	}

@@ -1,9 +1,13 @@
 package server_test
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"herald/internal/heraldtest"
@@ -32,16 +36,20 @@ func TestPublish_IdempotencyKey(t *testing.T) {
 func TestPublish_Refusals(t *testing.T) {
 	n := heraldtest.Start(t, heraldtest.Config())
 	for body, want := range map[string]int{
-		`{"channel":"user:42"}`:                            400,
-		`{"channel":"user:42","data":null}`:                400,
-		`{"channel":"nope","data":{}}`:                     400,
-		`{"channel":"user:a b","data":{}}`:                 400,
-		`not json`:                                         400,
-		`{"channel":"user:42","data":{}` + "\n":            400,
-		`{"channel":"user:42","data":1,"extra":true}`:      200,
-		`{"channel":"user:42","data":"just a string"}`:     200,
-		"{\"channel\":\"user:42\",\"data\":\"Z\xfcrich\"}": 400, // Latin-1: subscribers' text frames must be UTF-8
-		`{"channel":"user:42","data":"Z\u00fcrich ✓"}`:     200,
+		`{"channel":"user:42"}`:                                         400,
+		`{"channel":"user:42","data":null}`:                             400,
+		`{"channel":"nope","data":{}}`:                                  400,
+		`{"channel":"user:a b","data":{}}`:                              400,
+		`not json`:                                                      400,
+		`{"channel":"user:42","data":{}` + "\n":                         400,
+		`{"channel":"user:42","data":{}}` + " \n":                       200,
+		`{"channel":"user:42","data":{}}garbage`:                        400,
+		`{"channel":"user:42","data":{}}}`:                              400,
+		`{"channel":"user:42","data":{}} {"channel":"user:9","data":2}`: 400,
+		`{"channel":"user:42","data":1,"extra":true}`:                   200,
+		`{"channel":"user:42","data":"just a string"}`:                  200,
+		"{\"channel\":\"user:42\",\"data\":\"Z\xfcrich\"}":              400, // Latin-1: subscribers' text frames must be UTF-8
+		`{"channel":"user:42","data":"Z\u00fcrich ✓"}`:                  200,
 	} {
 		if status, res := n.Post(t, "/v1/publish", []byte(body), api()); status != want {
 			t.Errorf("%s: %d %v, want %d", body, status, res, want)
@@ -49,6 +57,10 @@ func TestPublish_Refusals(t *testing.T) {
 	}
 	if status, _ := n.Post(t, "/v1/publish", []byte(`{"channel":"user:42","data":{}}`), http.Header{"Authorization": {"Bearer wrong"}}); status != 401 {
 		t.Errorf("wrong key: %d", status)
+	}
+	// The scheme's case does not matter (RFC 7235).
+	if status, _ := n.Post(t, "/v1/publish", []byte(`{"channel":"user:42","data":{}}`), http.Header{"Authorization": {"bearer " + heraldtest.APIKey}}); status != 200 {
+		t.Errorf("lower-case bearer: %d", status)
 	}
 	big := fmt.Sprintf(`{"channel":"user:42","data":"%s"}`, strings.Repeat("x", 1<<20))
 	if status, _ := n.Post(t, "/v1/publish", []byte(big), api()); status != 413 {
@@ -131,4 +143,46 @@ func TestPublish_RefusesWhatNoSubscriberCouldTake(t *testing.T) {
 			t.Errorf("%.60s…: %d %v, want %d", body, status, res, want)
 		}
 	}
+}
+
+// A broker failure that a retry would not mend is a 500, and, since the
+// answer says nothing of its cause, it is logged.
+func TestAPI_InternalErrorsAreLogged(t *testing.T) {
+	b := newFlaky()
+	b.fail(errors.New("ERR script exploded"))
+	var logs lockedBuffer
+	cfg := heraldtest.Config()
+	cfg.Broker = b
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	n := heraldtest.Start(t, cfg)
+	status, res := n.Post(t, "/v1/publish", []byte(`{"channel":"user:1","data":{}}`), api())
+	if status != 500 || res["error"] != "internal error" {
+		t.Fatalf("publish: %d %v", status, res)
+	}
+	if status, _ := n.Get(t, "/v1/history?channel=user:1"); status != 500 {
+		t.Fatalf("history: %d", status)
+	}
+	for _, want := range []string{"path=/v1/publish", "path=/v1/history", "script exploded"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// lockedBuffer is a log destination the server's goroutines can share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
