@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,24 +24,6 @@ import (
 )
 
 const nginxBin = "/usr/sbin/nginx"
-
-// lockedBuffer collects nginx's access log while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 var (
 	upstreamServer = regexp.MustCompile(`(?m)^(\s*server )herald-(\d):8080( .*;)$`)
@@ -88,7 +69,7 @@ func templateNginx(t *testing.T, dir, listen string, upstreams []string) string 
 
 // startNginx runs deploy/nginx.conf in front of the nodes until the test
 // ends, and returns its base URL and its access log.
-func startNginx(t *testing.T, nodes ...*heraldtest.Node) (string, *lockedBuffer) {
+func startNginx(t *testing.T, nodes ...*heraldtest.Node) (string, *heraldtest.Buffer) {
 	t.Helper()
 	if _, err := os.Stat(nginxBin); err != nil {
 		t.Fatalf("nginx is required (apt-get install nginx, or run scripts/deps.sh): %v", err)
@@ -110,7 +91,7 @@ func startNginx(t *testing.T, nodes ...*heraldtest.Node) (string, *lockedBuffer)
 		global += " user root;" // workers must reach the temporary paths under dir
 	}
 	cmd := exec.Command(nginxBin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"), "-g", global)
-	access := &lockedBuffer{}
+	access := &heraldtest.Buffer{}
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = access, &stderr
 	if err := cmd.Start(); err != nil {

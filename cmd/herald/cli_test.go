@@ -291,7 +291,7 @@ func (c *cutter) cut() {
 func TestTail_ResumesAfterADropWithoutGapOrDuplicate(t *testing.T) {
 	n := heraldtest.Start(t, heraldtest.Config())
 	proxy := newCutter(t, strings.TrimPrefix(n.URL, "http://"))
-	var stdout, stderr syncBuffer
+	var stdout, stderr heraldtest.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan int, 1)
@@ -299,7 +299,7 @@ func TestTail_ResumesAfterADropWithoutGapOrDuplicate(t *testing.T) {
 		done <- run([]string{"tail", "user:42", "--count", "4", "--url", "http://" + proxy.ln.Addr().String()},
 			env("HERALD_TOKEN", heraldtest.Token(t, "42", "")), &stdout, &stderr)
 	}()
-	waitFor := func(buf *syncBuffer, s string) {
+	waitFor := func(buf *heraldtest.Buffer, s string) {
 		t.Helper()
 		for !strings.Contains(buf.String(), s) {
 			if ctx.Err() != nil {

@@ -1,13 +1,11 @@
 package server_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"herald/internal/heraldtest"
@@ -150,7 +148,7 @@ func TestPublish_RefusesWhatNoSubscriberCouldTake(t *testing.T) {
 func TestAPI_InternalErrorsAreLogged(t *testing.T) {
 	b := newFlaky()
 	b.fail(errors.New("ERR script exploded"))
-	var logs lockedBuffer
+	var logs heraldtest.Buffer
 	cfg := heraldtest.Config()
 	cfg.Broker = b
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -167,22 +165,4 @@ func TestAPI_InternalErrorsAreLogged(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
 	}
-}
-
-// lockedBuffer is a log destination the server's goroutines can share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
