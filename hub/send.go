@@ -83,7 +83,10 @@ func (c *client) writeNow() {
 	n, pending, err := c.wire.tryWrite(f)
 	switch {
 	case err != nil:
-		c.writeFailed()
+		// Not on this goroutine, which other clients' frames wait for:
+		// when a close handshake is under way, dropping the connection
+		// waits for the handshake, for seconds.
+		go c.writeFailed()
 		return
 	case n == 0:
 		go c.writeLoop()

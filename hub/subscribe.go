@@ -250,8 +250,9 @@ func (s *subscription) queueMissed(pubs []channels.Publication, target uint64) {
 // client's queue has room, then goes live.
 func (c *client) replay(s *subscription, target uint64) {
 	hc := s.hc
+	room := c.hub.opts.SendQueueBytes / 4
 	for {
-		if !c.waitRoom(c.hub.opts.SendQueueBytes / 4) {
+		if !c.waitRoom(room) {
 			return
 		}
 		hc.mu.Lock()
@@ -297,6 +298,14 @@ func (c *client) replay(s *subscription, target uint64) {
 			s.finishRecovery()
 			hc.mu.Unlock()
 			return
+		}
+		// A next publication larger than a quarter of the queue may not
+		// fit beside what a quarter leaves: then wait for an empty queue,
+		// which takes any publication, rather than read the log again
+		// and again to no end.
+		room = c.hub.opts.SendQueueBytes / 4
+		if s.last == since.Offset {
+			room = 0
 		}
 		hc.mu.Unlock()
 	}
