@@ -177,7 +177,12 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /v1/publish", s.api(s.publish))
 	s.mux.HandleFunc("GET /v1/history", s.api(s.history))
 	s.mux.HandleFunc("GET /v1/deadletters", s.api(s.deadLetters))
-	s.mux.Handle("GET /", web.Handler())
+	// The dashboard and its files, all at the top: a path of the API or
+	// the ingress asked with another method is then a 405, not the
+	// dashboard's 404.
+	dashboard := web.Handler()
+	s.mux.Handle("GET /{$}", dashboard)
+	s.mux.Handle("GET /{asset}", dashboard)
 }
 
 // Handler returns the node's HTTP handler.
