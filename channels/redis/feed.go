@@ -76,6 +76,10 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 		// The pub/sub connection broke while the log was being read:
 		// what was published meanwhile did not come through it.
 		b.backfill(f)
+		// Nor may what is published until the replacement connection
+		// is subscribed: its confirmation re-reads the log too (if it
+		// came already, the next one does, for nothing).
+		f.resync = true
 	}
 	f.mu.Unlock()
 	return nil
@@ -138,8 +142,14 @@ func (b *Broker) shardFor(ctx context.Context, ch string) (*shard, error) {
 // gap is filled from the log, and a new epoch is announced. f.mu is held.
 func (b *Broker) deliver(f *feed, p channels.Publication) {
 	if f.known && p.Epoch != f.epoch {
-		b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: p.Epoch}, channels.ReasonEpochMismatch)
-		f.epoch, f.last = p.Epoch, 0
+		// The log's epoch is what the log says, not the message: a
+		// message of the epoch before may still come through pub/sub
+		// after a read of the log learned the new one. The read announces
+		// a new epoch and hands on its publications, p among them.
+		b.backfill(f)
+		if p.Epoch != f.epoch {
+			return
+		}
 	}
 	if f.known {
 		if p.Offset <= f.last {

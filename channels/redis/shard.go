@@ -38,20 +38,31 @@ func newShard(b *Broker, addr string, node *goredis.Client) *shard {
 
 // add registers a feed and returns a channel closed when Redis confirms
 // its subscription, or nil when the shard is closing (look it up again).
+// A feed dropped meanwhile (an Unsubscribe racing a move) is not
+// registered, and there is nothing to wait for.
 func (s *shard) add(ctx context.Context, f *feed) <-chan struct{} {
-	s.b.mu.Lock()
-	f.shard = s
-	s.b.mu.Unlock()
 	confirmed := make(chan struct{})
+	// Both locks, so that drop, which forgets the feed under b.mu and
+	// then removes it from f.shard, either comes first and is seen here,
+	// or comes after and finds the feed on this shard.
+	s.b.mu.Lock()
+	if s.b.feeds[f.channel] != f {
+		s.b.mu.Unlock()
+		close(confirmed)
+		return confirmed
+	}
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
+		s.b.mu.Unlock()
 		return nil
 	}
+	f.shard = s
 	s.feeds[f.channel] = f
 	f.waiters = append(f.waiters, confirmed)
 	ps := s.ps
 	s.mu.Unlock()
+	s.b.mu.Unlock()
 	if ps != nil {
 		// An error here means the connection broke; run notices and
 		// subscribes every feed again on the next one.
@@ -371,9 +382,9 @@ func (b *Broker) move(f *feed) {
 		old.remove(f, false)
 	}
 	f.mu.Lock()
-	if f.known {
-		f.resync = true
-	}
+	// Re-read on the new shard's confirmation, or, if Subscribe has not
+	// read the log yet, in Subscribe.
+	f.resync = true
 	f.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()

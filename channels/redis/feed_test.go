@@ -1,0 +1,220 @@
+package redis_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"herald/channels"
+	"herald/channels/redis"
+	"herald/internal/redistest"
+)
+
+// handed is what a handler was handed: a publication or a reset.
+type handed struct {
+	ch    string
+	reset bool
+	off   uint64
+	epoch string
+}
+
+// gatedHandler records what it is handed. Armed, it blocks on the next
+// event (telling which channel on first) until gate is closed: the
+// shard's session is then held inside that channel's delivery.
+type gatedHandler struct {
+	mu     sync.Mutex
+	events []handed
+	armed  bool
+	first  chan string
+	gate   chan struct{}
+}
+
+func newGatedHandler() *gatedHandler {
+	return &gatedHandler{first: make(chan string, 1), gate: make(chan struct{})}
+}
+
+func (h *gatedHandler) record(e handed) {
+	h.mu.Lock()
+	h.events = append(h.events, e)
+	block := h.armed
+	h.armed = false
+	h.mu.Unlock()
+	if block {
+		h.first <- e.ch
+		<-h.gate
+	}
+}
+
+func (h *gatedHandler) HandlePublication(ch string, p channels.Publication) {
+	h.record(handed{ch: ch, off: p.Offset, epoch: p.Epoch})
+}
+
+func (h *gatedHandler) HandleReset(ch string, pos channels.Position, _ string) {
+	h.record(handed{ch: ch, reset: true, off: pos.Offset, epoch: pos.Epoch})
+}
+
+func (h *gatedHandler) since(mark int) []handed {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]handed(nil), h.events[mark:]...)
+}
+
+// startGated runs a broker on srv, its client's commands through hook
+// when not nil, handing on to a gatedHandler.
+func startGated(t *testing.T, srv *redistest.Server, hook goredis.Hook) (*redis.Broker, *gatedHandler) {
+	t.Helper()
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	if hook != nil {
+		client.AddHook(hook)
+	}
+	t.Cleanup(func() { client.Close() })
+	h := newGatedHandler()
+	b, err := redis.New(redis.Options{Client: client, HealthInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(h); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, h
+}
+
+// killPubSubOnRead breaks the node's pub/sub connection, once armed, just
+// before its next script call: between Subscribe's confirmation and its
+// read of the log.
+type killPubSubOnRead struct {
+	armed atomic.Bool
+	srv   *redistest.Server
+}
+
+func (k *killPubSubOnRead) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (k *killPubSubOnRead) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return next
+}
+func (k *killPubSubOnRead) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if (cmd.Name() == "evalsha" || cmd.Name() == "eval") && k.armed.CompareAndSwap(true, false) {
+			_, _ = k.srv.Do("CLIENT", "KILL", "TYPE", "pubsub")
+			time.Sleep(20 * time.Millisecond)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// Subscribe returns once every publication appended afterwards reaches the
+// handler, even when the pub/sub connection broke while Subscribe read
+// the log: its re-read must not count for the replacement connection,
+// which is not subscribed yet.
+func TestFeed_SubscribeInterruptedBeforeItsReadMissesNothing(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	kill := &killPubSubOnRead{srv: srv}
+	b, h := startGated(t, srv, kill)
+	pub, _ := startGated(t, srv, nil)
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "user:warm"); err != nil {
+		t.Fatal(err)
+	}
+	kill.armed.Store(true)
+	if err := b.Subscribe(ctx, "user:x"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := pub.Publish(ctx, "user:x", json.RawMessage(`{"n":1}`), channels.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, e := range h.since(0) {
+			if e.ch == "user:x" && !e.reset && e.off == r.Offset {
+				return
+			}
+		}
+	}
+	t.Errorf("publication %d of user:x, appended after Subscribe returned, never reached the handler: %+v", r.Offset, h.since(0))
+}
+
+// After Redis went back to an older state under a node (a failover to a
+// replica that lagged), the node's read of the log learns the new epoch;
+// a message of the old one still in flight on pub/sub must not switch the
+// channel back to it.
+func TestFeed_LateMessageOfAnOldEpochIsNoReset(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b, h := startGated(t, srv, nil)
+	ctx := context.Background()
+	chans := []string{"user:a", "user:b"}
+	for _, ch := range chans {
+		if err := b.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 5; i++ {
+			if _, err := b.Publish(ctx, ch, json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)), channels.PublishOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	// Offsets 4 and 5 are lost, and the node's pub/sub connection breaks.
+	for _, ch := range chans {
+		for _, cmd := range [][]string{
+			{"HSET", "herald:{" + ch + "}:meta", "top", "3"},
+			{"XDEL", "herald:{" + ch + "}:log", "4-0", "5-0"},
+			{"XSETID", "herald:{" + ch + "}:log", "3-0"},
+		} {
+			if _, err := srv.Do(cmd...); err != nil {
+				t.Fatal(cmd, err)
+			}
+		}
+	}
+	h.mu.Lock()
+	h.armed = true
+	mark := len(h.events)
+	h.mu.Unlock()
+	if _, err := srv.Do("CLIENT", "KILL", "TYPE", "pubsub"); err != nil {
+		t.Fatal(err)
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			close(h.gate)
+		}
+	}()
+	// The session is held in the re-read of one channel; the other is
+	// subscribed again but not yet re-read, and an old-epoch message is
+	// published on it.
+	other := chans[0]
+	if <-h.first == chans[0] {
+		other = chans[1]
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := b.Publish(ctx, other, json.RawMessage(`{"n":104}`), channels.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	opened = true
+	close(h.gate)
+	time.Sleep(time.Second)
+	epochs := map[string]bool{}
+	seen := map[string]bool{}
+	for _, e := range h.since(mark) {
+		if e.ch != other {
+			continue
+		}
+		if e.reset {
+			epochs[e.epoch] = true
+			continue
+		}
+		key := fmt.Sprint(e.epoch, "/", e.off)
+		if seen[key] {
+			t.Errorf("%s: offset %d of epoch %s handed on twice", other, e.off, e.epoch)
+		}
+		seen[key] = true
+	}
+	if len(epochs) != 1 {
+		t.Errorf("%s was reset to %d epochs, want the new one alone: %+v", other, len(epochs), h.since(mark))
+	}
+}
