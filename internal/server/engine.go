@@ -32,6 +32,27 @@ const (
 	redisIOTimeout   = 2 * time.Second
 )
 
+// redisClientSettings gives the Redis client herald's timeouts where the
+// URL set none (dial_timeout, read_timeout, write_timeout), and no
+// retries: a publish whose reply was lost may have been applied, so the
+// caller (a provider, an API client) retries with its idempotency key
+// instead. A URL asking for retries is refused rather than overruled.
+func redisClientSettings(dial, read, write *time.Duration, retries *int) error {
+	if *retries > 0 {
+		return fmt.Errorf("max_retries=%d: herald never retries a Redis call blindly (a publish whose reply was lost may have been applied)", *retries)
+	}
+	*retries = -1
+	for _, d := range []struct {
+		set *time.Duration
+		def time.Duration
+	}{{dial, redisDialTimeout}, {read, redisIOTimeout}, {write, redisIOTimeout}} {
+		if *d.set == 0 {
+			*d.set = d.def
+		}
+	}
+	return nil
+}
+
 func newEngine(cfg Config) (*engine, error) {
 	if cfg.Broker != nil {
 		return &engine{broker: cfg.Broker, deadLetters: ingress.NewMemoryDeadLetters(1000), statuses: ingress.NewMemoryStatuses()}, nil
@@ -45,11 +66,9 @@ func newEngine(cfg Config) (*engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("HERALD_REDIS_URL: %w", err)
 		}
-		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
-		// No blind retries: a publish whose reply was lost may have been
-		// applied; the caller (a provider, an API client) retries safely
-		// with its idempotency key instead.
-		opts.MaxRetries = -1
+		if err := redisClientSettings(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries); err != nil {
+			return nil, fmt.Errorf("HERALD_REDIS_URL: %w", err)
+		}
 		client = goredis.NewClient(opts)
 	case len(cfg.RedisCluster) > 0:
 		opts := &goredis.ClusterOptions{Addrs: cfg.RedisCluster}
@@ -61,8 +80,9 @@ func newEngine(cfg Config) (*engine, error) {
 				return nil, fmt.Errorf("HERALD_REDIS_CLUSTER: %w", err)
 			}
 		}
-		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
-		opts.MaxRetries = -1
+		if err := redisClientSettings(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries); err != nil {
+			return nil, fmt.Errorf("HERALD_REDIS_CLUSTER: %w", err)
+		}
 		client = goredis.NewClusterClient(opts)
 	default:
 		return &engine{
