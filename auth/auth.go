@@ -1,11 +1,14 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -125,6 +128,9 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, v.reason(err, &c))
 	}
+	if err := exactClaimNames(token); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: missing sub claim", ErrInvalidToken)
 	}
@@ -148,6 +154,51 @@ func (v *Verifier) missing(c *Claims) string {
 		return "missing a required claim"
 	}
 	return "missing " + strings.Join(names, ", ") + " claim"
+}
+
+// claimNames are the claims herald reads.
+var claimNames = []string{"sub", "exp", "nbf", "iat", "iss", "aud", "jti", "merchant", "channels"}
+
+// exactClaimNames refuses a payload that names a claim herald reads in
+// another case, or twice. Go's JSON decoding matches names in any case and
+// keeps the last of several, where claim names are case-sensitive (RFC
+// 7519): a custom "Merchant" or "SUB" of the issuer's would otherwise be
+// read as a grant. The signature was checked: the payload is the
+// issuer's.
+func exactClaimNames(token string) error {
+	parts := strings.Split(token, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return errors.New("malformed payload")
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if _, err := dec.Token(); err != nil { // {
+		return errors.New("malformed payload")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return errors.New("malformed payload")
+		}
+		key, _ := t.(string)
+		for _, name := range claimNames {
+			switch {
+			case !strings.EqualFold(key, name):
+			case key != name:
+				return fmt.Errorf("claim %q: claim names are case-sensitive; herald reads %q", key, name)
+			case seen[name]:
+				return fmt.Errorf("claim %q given twice", name)
+			default:
+				seen[name] = true
+			}
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return errors.New("malformed payload")
+		}
+	}
+	return nil
 }
 
 // compact reports whether token holds only what a compact JWS may: the

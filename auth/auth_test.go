@@ -7,8 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,19 @@ func sign(t *testing.T, m jwt.SigningMethod, key any, c jwt.Claims) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// signRaw signs a payload as written, HS256 with secret: JSON that
+// jwt.MapClaims cannot make, such as a name given twice.
+func signRaw(t *testing.T, payload string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding
+	unsigned := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(payload))
+	sig, err := jwt.SigningMethodHS256.Sign(unsigned, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return unsigned + "." + enc.EncodeToString(sig)
 }
 
 func pemOf(t *testing.T, pub any) []byte {
@@ -113,37 +128,44 @@ func TestVerify_RejectsHostileTokens(t *testing.T) {
 		tampered = valid[:len(valid)-2] + "BB"
 	}
 	cases := map[string]string{
-		"alg none":         none,
-		"tampered":         tampered,
-		"wrong secret":     sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret!!"), with(func(*jwt.MapClaims) {})),
-		"RS256 for HMAC":   sign(t, jwt.SigningMethodRS256, rsaKey, with(func(*jwt.MapClaims) {})),
-		"expired":          sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["exp"] = time.Now().Add(-time.Minute).Unix() })),
-		"no exp":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "exp") })),
-		"no iss":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "iss") })),
-		"no aud":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "aud") })),
-		"no sub":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "sub") })),
-		"not yet valid":    sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["nbf"] = time.Now().Add(time.Hour).Unix() })),
-		"wrong issuer":     sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["iss"] = "someone-else" })),
-		"wrong audience":   sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["aud"] = "other" })),
-		"merchant number":  sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["merchant"] = 7 })),
-		"garbage":          "not.a.token",
-		"empty":            "",
-		"huge":             strings.Repeat("a", auth.MaxTokenLength+1),
-		"valid then space": valid + " ",
+		"alg none":          none,
+		"tampered":          tampered,
+		"wrong secret":      sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret!!"), with(func(*jwt.MapClaims) {})),
+		"RS256 for HMAC":    sign(t, jwt.SigningMethodRS256, rsaKey, with(func(*jwt.MapClaims) {})),
+		"expired":           sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["exp"] = time.Now().Add(-time.Minute).Unix() })),
+		"no exp":            sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "exp") })),
+		"no iss":            sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "iss") })),
+		"no aud":            sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "aud") })),
+		"no sub":            sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "sub") })),
+		"not yet valid":     sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["nbf"] = time.Now().Add(time.Hour).Unix() })),
+		"wrong issuer":      sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["iss"] = "someone-else" })),
+		"wrong audience":    sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["aud"] = "other" })),
+		"merchant number":   sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["merchant"] = 7 })),
+		"garbage":           "not.a.token",
+		"empty":             "",
+		"huge":              strings.Repeat("a", auth.MaxTokenLength+1),
+		"valid then space":  valid + " ",
+		"claim in capitals": sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["MERCHANT"] = "other" })),
+		"sub in capitals":   sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "sub"); (*c)["SUB"] = "42" })),
+		"sub twice": signRaw(t, fmt.Sprintf(`{"sub":"42","iss":"herald-test","aud":"dashboards","exp":%d,"sub":"43"}`,
+			time.Now().Add(time.Hour).Unix())),
 	}
 	// The reason a client is told names the problem.
 	reasons := map[string]string{
-		"alg none":       "signature invalid",
-		"tampered":       "signature invalid",
-		"expired":        "token expired",
-		"no exp":         "missing exp claim",
-		"no iss":         "missing iss claim",
-		"no aud":         "missing aud claim",
-		"no sub":         "missing sub claim",
-		"not yet valid":  "not valid yet",
-		"wrong issuer":   "wrong issuer",
-		"wrong audience": "wrong audience",
-		"huge":           "longer than",
+		"alg none":          "signature invalid",
+		"tampered":          "signature invalid",
+		"expired":           "token expired",
+		"no exp":            "missing exp claim",
+		"no iss":            "missing iss claim",
+		"no aud":            "missing aud claim",
+		"no sub":            "missing sub claim",
+		"not yet valid":     "not valid yet",
+		"wrong issuer":      "wrong issuer",
+		"wrong audience":    "wrong audience",
+		"huge":              "longer than",
+		"claim in capitals": `"MERCHANT": claim names are case-sensitive`,
+		"sub in capitals":   `"SUB": claim names are case-sensitive`,
+		"sub twice":         `"sub" given twice`,
 	}
 	if _, err := v.Verify(valid); err != nil {
 		t.Fatalf("the valid token itself was refused: %v", err)
