@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -94,7 +96,7 @@ func New(opts Options) (*Ingress, error) {
 		opts.Statuses = NewMemoryStatuses()
 	}
 	if opts.Appender == nil {
-		opts.Appender = separately{broker: opts.Broker, statuses: opts.Statuses}
+		opts.Appender = separately{broker: opts.Broker, statuses: opts.Statuses, sequences: new(sequenceLocks)}
 	}
 	if opts.DedupWindow <= 0 {
 		opts.DedupWindow = 72 * time.Hour
@@ -225,13 +227,29 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 // separately is the Appender of a broker that has none: the status
 // through the StatusStore, then one Publish per channel.
 type separately struct {
-	broker   channels.Broker
-	statuses StatusStore
+	broker    channels.Broker
+	statuses  StatusStore
+	sequences *sequenceLocks
+}
+
+// sequenceLocks keep one sequence's publications of this process from
+// passing each other between being ranked and being appended: a status
+// ranked before a higher one but appended after it would follow it
+// unmarked. (Across the nodes of a Redis Cluster they still can.)
+type sequenceLocks [64]sync.Mutex
+
+func (l *sequenceLocks) of(key string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return &l[h.Sum32()%uint32(len(l))]
 }
 
 func (s separately) Append(ctx context.Context, chans []string, data json.RawMessage, opts channels.PublishOptions, seq *channels.Sequence) (channels.AppendResult, error) {
 	var res channels.AppendResult
 	if seq != nil {
+		mu := s.sequences.of(seq.Key)
+		mu.Lock()
+		defer mu.Unlock()
 		retry, err := s.retry(ctx, chans, opts.IdempotencyKey)
 		if err != nil {
 			return res, err

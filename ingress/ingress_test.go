@@ -2,12 +2,18 @@ package ingress_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"herald/channels"
+	"herald/channels/memory"
 	"herald/ingress"
 	"herald/internal/heraldtest"
 	"herald/internal/server"
@@ -187,5 +193,64 @@ func TestBrokerDownIs503AndNothingAcknowledged(t *testing.T) {
 	}
 	if status, _ := n.Get(t, "/readyz"); status != http.StatusServiceUnavailable {
 		t.Fatalf("readyz with the broker down: %d", status)
+	}
+}
+
+// pendingGate is an embedded broker whose first append of a pending
+// status waits until released.
+type pendingGate struct {
+	*memory.Broker
+	once     sync.Once
+	entered  chan struct{}
+	released chan struct{}
+}
+
+func (g *pendingGate) Publish(ctx context.Context, ch string, data json.RawMessage, o channels.PublishOptions) (channels.PublishResult, error) {
+	if bytes.Contains(data, []byte(`"status":"pending"`)) {
+		g.once.Do(func() { close(g.entered); <-g.released })
+	}
+	return g.Broker.Publish(ctx, ch, data, o)
+}
+
+// Two statuses of one transaction at once: one ranked first may not be
+// appended after the other unmarked, which would take the transaction
+// back from succeeded to pending for every subscriber.
+func TestStatusesOfOneTransactionDoNotPassEachOther(t *testing.T) {
+	g := &pendingGate{Broker: memory.New(memory.Options{}), entered: make(chan struct{}), released: make(chan struct{})}
+	n := start(t, func(c *server.Config) { c.Broker = g })
+	pending := strings.Replace(withdrawal, "SUCCESSFUL", "PENDING", 1)
+	answered := make(chan int, 2)
+	go func() {
+		status, _ := n.Post(t, "/ingress/kriptomat", []byte(pending), bearer(heraldtest.ProviderSecret))
+		answered <- status
+	}()
+	<-g.entered // the pending status is ranked, its append under way
+	go func() {
+		status, _ := n.Post(t, "/ingress/kriptomat", []byte(withdrawal), bearer(heraldtest.ProviderSecret))
+		answered <- status
+	}()
+	time.Sleep(200 * time.Millisecond) // time for the success to pass, if it can
+	close(g.released)
+	for range 2 {
+		if status := <-answered; status != 200 {
+			t.Fatalf("answer %d", status)
+		}
+	}
+	for _, ch := range []string{"user:84624", "merchant:" + heraldtest.Merchant} {
+		_, res := n.Get(t, "/v1/history?channel="+ch+"&limit=10")
+		pubs := res["publications"].([]any)
+		if len(pubs) != 2 {
+			t.Fatalf("%s: %d publications, want the two statuses", ch, len(pubs))
+		}
+		succeeded := false
+		for _, p := range pubs { // oldest first
+			ev := p.(map[string]any)["data"].(map[string]any)
+			switch {
+			case ev["status"] == "succeeded":
+				succeeded = true
+			case succeeded && ev["stale"] != true:
+				t.Errorf("%s: %s after succeeded, unmarked", ch, ev["status"])
+			}
+		}
 	}
 }
