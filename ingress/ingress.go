@@ -224,18 +224,18 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 	return answer(ev.ID, targets, res.Results)
 }
 
-// separately is the Appender of a broker that has none: the status
-// through the StatusStore, then one Publish per channel.
+// separately is the Appender of a broker that has none (the embedded
+// one): the status through the StatusStore, then one Publish per channel.
 type separately struct {
 	broker    channels.Broker
 	statuses  StatusStore
 	sequences *sequenceLocks
 }
 
-// sequenceLocks keep one sequence's publications of this process from
-// passing each other between being ranked and being appended: a status
-// ranked before a higher one but appended after it would follow it
-// unmarked. (Across the nodes of a Redis Cluster they still can.)
+// sequenceLocks keep one sequence's publications from passing each other
+// between being ranked and being appended: a status ranked before a
+// higher one but appended after it would follow it unmarked. (Without an
+// Appender the broker is the embedded one, in this process alone.)
 type sequenceLocks [64]sync.Mutex
 
 func (l *sequenceLocks) of(key string) *sync.Mutex {

@@ -5,52 +5,70 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
-
-	goredis "github.com/redis/go-redis/v9"
 
 	"herald/channels"
 )
 
 // Appender returns the broker as a channels.Appender: one script, one
-// round trip, for all the channels of a publication and its sequence. On a
-// Redis Cluster it returns nil: a publication's channels live in different
-// slots, which no script may touch together.
+// round trip, for all the channels of a publication and its sequence.
+//
+// On a Redis Cluster a publication's channels live in different slots,
+// which no script may touch together: there each channel gets its own
+// script, which ranks the publication in a copy of the sequence kept in
+// the channel's slot (ChannelSequenceKey). A channel's stale marks then
+// follow its own log's order, whatever order two nodes append in.
 func (b *Broker) Appender() channels.Appender {
-	if b.cluster != nil {
-		return nil
-	}
-	return appender{b}
+	return appender{b: b, perChannel: b.cluster != nil}
 }
 
-type appender struct{ b *Broker }
+type appender struct {
+	b          *Broker
+	perChannel bool
+}
 
 // SequenceKey is the Redis key of a channels.Sequence: a hash of the
 // current label (field status) and its rank.
 func SequenceKey(key string) string { return "herald:status:{" + key + "}" }
 
-// Rank records label with rank in the sequence key unless a higher rank is
-// recorded, and returns the current label and whether label was late: the
-// ranking Append does, alone. The sequence's hash is one key, so Rank works
-// on a Redis Cluster too.
-func Rank(ctx context.Context, client goredis.UniversalClient, key, label string, rank int, ttl time.Duration) (current string, late bool, err error) {
-	reply, err := rankScript.Run(ctx, client, []string{SequenceKey(key)}, rank, label, ms(ttl)).Slice()
-	if err != nil {
-		return "", false, unavailable("rank", err)
-	}
-	if len(reply) != 2 {
-		return "", false, fmt.Errorf("redis rank: unexpected reply %v", reply)
-	}
-	flag, _ := reply[0].(int64)
-	current, _ = reply[1].(string)
-	return current, flag == 1, nil
-}
+// ChannelSequenceKey is a sequence's key for one channel on a Redis
+// Cluster, in the channel's slot.
+func ChannelSequenceKey(ch, key string) string { return "herald:{" + ch + "}:status:" + key }
 
-// Append implements channels.Appender.
+// Append implements channels.Appender. On a Cluster the result's Late and
+// Current are the first channel's.
 func (a appender) Append(ctx context.Context, chans []string, data json.RawMessage, opts channels.PublishOptions, seq *channels.Sequence) (channels.AppendResult, error) {
 	if len(chans) == 0 {
 		return channels.AppendResult{}, errors.New("redis append: no channel")
 	}
+	if !a.perChannel {
+		seqKey := ""
+		if seq != nil {
+			seqKey = SequenceKey(seq.Key)
+		}
+		return a.run(ctx, chans, data, opts, seq, seqKey)
+	}
+	var res channels.AppendResult
+	for i, ch := range chans {
+		seqKey := ""
+		if seq != nil {
+			seqKey = ChannelSequenceKey(ch, seq.Key)
+		}
+		r, err := a.run(ctx, chans[i:i+1], data, opts, seq, seqKey)
+		if err != nil {
+			// What was appended stays; the caller's retry completes the
+			// rest under the same idempotency key.
+			return res, err
+		}
+		if i == 0 {
+			res.Late, res.Current = r.Late, r.Current
+		}
+		res.Results = append(res.Results, r.Results...)
+	}
+	return res, nil
+}
+
+// run appends to chans in one script, ranking seq in seqKey.
+func (a appender) run(ctx context.Context, chans []string, data json.RawMessage, opts channels.PublishOptions, seq *channels.Sequence, seqKey string) (channels.AppendResult, error) {
 	b := a.b
 	keys := make([]string, 0, 3*len(chans)+1)
 	args := make([]any, 0, 7+len(chans)+6)
@@ -64,7 +82,7 @@ func (a appender) Append(ctx context.Context, chans []string, data json.RawMessa
 		if seq.At < 0 || seq.At > len(data) {
 			return channels.AppendResult{}, fmt.Errorf("redis append: splice offset %d outside %d bytes of data", seq.At, len(data))
 		}
-		keys = append(keys, SequenceKey(seq.Key))
+		keys = append(keys, seqKey)
 		args = append(args, seq.Rank, seq.Label, ms(seq.TTL), seq.At, seq.Before, seq.After)
 	}
 	reply, err := appendScript.Run(ctx, b.client, keys, args...).Slice()

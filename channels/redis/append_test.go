@@ -10,6 +10,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"herald/channels"
+	"herald/channels/channelstest"
 	"herald/channels/redis"
 	"herald/internal/redistest"
 )
@@ -167,14 +168,43 @@ func TestAppender_LatePublicationIsMarkedAsSequenceMarkDoes(t *testing.T) {
 	}
 }
 
-func TestAppender_NoneOnACluster(t *testing.T) {
-	client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
-	defer client.Close()
-	b, err := redis.New(redis.Options{Client: client})
-	if err != nil {
+// On a Redis Cluster the user's and the merchant's channels live on
+// different masters: each is appended and ranked in one script of its own,
+// in a copy of the sequence in its slot, so that each channel's stale
+// marks follow its own order; a retry appends nothing and ranks nothing.
+func TestAppender_OnAClusterEachChannelRanksItself(t *testing.T) {
+	cluster := redistest.StartCluster(t, 3)
+	client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: cluster.Addrs()})
+	t.Cleanup(func() { client.Close() })
+	b := newBroker(t, client, channelstest.Options{}, countingHandler{pubs: make(chan channels.Publication, 64)}).(*redis.Broker)
+	t.Cleanup(func() { b.Close() })
+	a := b.Appender()
+	ctx := context.Background()
+	chans := []string{"user:5", "merchant:acme"}
+	if s1, s2 := client.ClusterKeySlot(ctx, "{user:5}").Val(), client.ClusterKeySlot(ctx, "{merchant:acme}").Val(); s1 == s2 {
+		t.Fatalf("both channels in slot %d", s1)
+	}
+	succeeded, seqS := event("e-succeeded", "succeeded", 2)
+	pending, seqP := event("e-pending", "pending", 1)
+	if _, err := a.Append(ctx, chans, succeeded, channels.PublishOptions{IdempotencyKey: "e-succeeded"}, seqS); err != nil {
 		t.Fatal(err)
 	}
-	if a := b.Appender(); a != nil {
-		t.Fatalf("appender on a cluster: %T", a)
+	res, err := a.Append(ctx, chans, pending, channels.PublishOptions{IdempotencyKey: "e-pending"}, seqP)
+	if err != nil || !res.Late || res.Current != "succeeded" || len(res.Results) != 2 || res.Results[1].Offset != 2 {
+		t.Fatalf("pending after succeeded: %+v %v", res, err)
+	}
+	if res, err := a.Append(ctx, chans, pending, channels.PublishOptions{IdempotencyKey: "e-pending"}, seqP); err != nil ||
+		!res.Results[0].Duplicate || !res.Results[1].Duplicate || res.Late {
+		t.Fatalf("retry: %+v %v", res, err)
+	}
+	for _, ch := range chans {
+		pubs := history(t, b, ch)
+		if len(pubs) != 2 || !bytes.Equal(pubs[0].Data, succeeded) || !bytes.Equal(pubs[1].Data, seqP.Mark(pending, "succeeded")) {
+			t.Fatalf("%s: %d publications: %+v", ch, len(pubs), pubs)
+		}
+		rec, err := client.HGetAll(ctx, redis.ChannelSequenceKey(ch, seqS.Key)).Result()
+		if err != nil || rec["status"] != "succeeded" || rec["rank"] != "2" {
+			t.Fatalf("%s: sequence record %v %v", ch, rec, err)
+		}
 	}
 }

@@ -45,16 +45,6 @@ local function rank(key, r, label, ttl)
 end
 `
 
-// rankScript ranks one label.
-//
-//	KEYS: the sequence's hash
-//	ARGV: rank, label, TTL ms
-//	returns {1 if late else 0, current label}
-var rankScript = goredis.NewScript(rankLua + `
-local late, current = rank(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
-return {late, current}
-`)
-
 // publishScript appends one publication.
 //
 //	KEYS: meta, log, idempotency key

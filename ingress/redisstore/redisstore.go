@@ -1,12 +1,10 @@
-// Package redisstore keeps the ingress's shared state in Redis, so that
-// every node sees the same: the dead letters operators read, and the latest
-// status of each provider transaction (for stale marking). Deduplication
-// of provider retries needs no store of its own: it rides on the channel
-// logs' idempotency keys.
+// Package redisstore keeps the ingress's dead letters in Redis, so that
+// every node sees the same. The rest of the ingress's shared state rides
+// on the channel logs: deduplication of provider retries on their
+// idempotency keys, and the latest status of each provider transaction
+// (for stale marking) in the appends' own script (redis.Broker.Appender).
 //
-// Keys: herald:deadletters (a list, newest first, capped) and
-// herald:status:{<txn>} (a hash of status and rank, expiring after the
-// dedup window).
+// Key: herald:deadletters (a list, newest first, capped).
 package redisstore
 
 import (
@@ -14,12 +12,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"herald/channels"
-	"herald/channels/redis"
 	"herald/ingress"
 )
 
@@ -83,24 +79,6 @@ func (d *DeadLetters) List(ctx context.Context, limit, maxBytes int) ([]ingress.
 		}
 	}
 	return out, false, nil
-}
-
-// Statuses is an ingress.StatusStore in Redis, for a Redis Cluster: on a
-// single Redis the ingress ranks statuses with its appends, in one script
-// (redis.Broker.Appender), on the same keys.
-type Statuses struct {
-	client goredis.UniversalClient
-}
-
-var _ ingress.StatusStore = (*Statuses)(nil)
-
-// NewStatuses returns a store on client.
-func NewStatuses(client goredis.UniversalClient) *Statuses { return &Statuses{client: client} }
-
-// Advance implements ingress.StatusStore.
-func (s *Statuses) Advance(ctx context.Context, txn, status string, rank int, ttl time.Duration) (string, bool, error) {
-	current, stale, err := redis.Rank(ctx, s.client, txn, status, rank, ttl)
-	return current, stale, wrap("recording a status", err)
 }
 
 // wrap marks Redis failures as channels.ErrUnavailable: the ingress answers

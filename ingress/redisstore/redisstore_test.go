@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -86,35 +85,5 @@ func TestDeadLetters_ListBoundedByBytes(t *testing.T) {
 				t.Fatalf("List(%d, %d)[%d] = %q, want %d, newest first", tc.limit, tc.maxBytes, i, dl.Reason, 99-i)
 			}
 		}
-	}
-}
-
-func TestStatuses_OrderAndExpiry(t *testing.T) {
-	c, _ := client(t)
-	s := redisstore.NewStatuses(c)
-	ctx := context.Background()
-	steps := []struct {
-		status  string
-		rank    int
-		current string
-		stale   bool
-	}{
-		{"pending", 1, "pending", false},
-		{"succeeded", 2, "succeeded", false},
-		{"pending", 1, "succeeded", true},
-		{"failed", 2, "failed", false},
-	}
-	for i, st := range steps {
-		cur, stale, err := s.Advance(ctx, "t1", st.status, st.rank, time.Hour)
-		if err != nil || cur != st.current || stale != st.stale {
-			t.Fatalf("step %d: %q %v %v", i, cur, stale, err)
-		}
-	}
-	if _, stale, _ := s.Advance(ctx, "t2", "succeeded", 2, 100*time.Millisecond); stale {
-		t.Fatal("fresh transaction stale")
-	}
-	time.Sleep(300 * time.Millisecond)
-	if cur, stale, _ := s.Advance(ctx, "t2", "pending", 1, time.Hour); stale || cur != "pending" {
-		t.Fatalf("after expiry: %q %v", cur, stale)
 	}
 }

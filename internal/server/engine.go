@@ -109,9 +109,9 @@ func newEngine(cfg Config) (*engine, error) {
 	return &engine{
 		broker:      broker,
 		deadLetters: redisstore.NewDeadLetters(client, 1000),
-		statuses:    redisstore.NewStatuses(client),
-		appender:    broker.Appender(),
-		client:      client,
+		appender:    broker.Appender(), // which ranks statuses too
+
+		client: client,
 	}, nil
 }
 
