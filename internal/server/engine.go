@@ -43,10 +43,16 @@ func redisClientSettings(dial, read, write *time.Duration, retries *int) error {
 	}
 	*retries = -1
 	for _, d := range []struct {
-		set *time.Duration
-		def time.Duration
-	}{{dial, redisDialTimeout}, {read, redisIOTimeout}, {write, redisIOTimeout}} {
-		if *d.set == 0 {
+		name string
+		set  *time.Duration
+		def  time.Duration
+	}{{"dial_timeout", dial, redisDialTimeout}, {"read_timeout", read, redisIOTimeout}, {"write_timeout", write, redisIOTimeout}} {
+		switch {
+		case *d.set < 0:
+			// go-redis reads 0 or less in a URL as "no timeout": a paused
+			// Redis would then hang requests for good.
+			return fmt.Errorf("%s: want a positive duration", d.name)
+		case *d.set == 0:
 			*d.set = d.def
 		}
 	}

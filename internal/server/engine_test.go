@@ -9,7 +9,8 @@ import (
 )
 
 // A Redis URL's own timeouts are kept, herald's fill in the rest, and
-// retries are refused: they could apply a publish twice.
+// retries are refused: they could apply a publish twice. So is no timeout,
+// which would let a paused Redis hang requests.
 func TestEngine_RedisURLSettings(t *testing.T) {
 	e, err := newEngine(Config{RedisURL: "redis://127.0.0.1:1/0?read_timeout=7s"})
 	if err != nil {
@@ -20,12 +21,17 @@ func TestEngine_RedisURLSettings(t *testing.T) {
 	if o.ReadTimeout != 7*time.Second || o.WriteTimeout != redisIOTimeout || o.DialTimeout != redisDialTimeout || o.MaxRetries != 0 {
 		t.Errorf("read %v, write %v, dial %v, retries %d", o.ReadTimeout, o.WriteTimeout, o.DialTimeout, o.MaxRetries)
 	}
-	for _, cfg := range []Config{
-		{RedisURL: "redis://127.0.0.1:1/0?max_retries=3"},
-		{RedisCluster: []string{"redis://127.0.0.1:1?addr=127.0.0.1:2&max_retries=2"}},
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{RedisURL: "redis://127.0.0.1:1/0?max_retries=3"}, "max_retries"},
+		{Config{RedisCluster: []string{"redis://127.0.0.1:1?addr=127.0.0.1:2&max_retries=2"}}, "max_retries"},
+		{Config{RedisURL: "redis://127.0.0.1:1/0?read_timeout=0"}, "read_timeout: want a positive duration"},
+		{Config{RedisURL: "redis://127.0.0.1:1/0?dial_timeout=-1s"}, "dial_timeout"},
 	} {
-		if _, err := newEngine(cfg); err == nil || !strings.Contains(err.Error(), "max_retries") {
-			t.Errorf("%+v: %v, want max_retries refused", cfg, err)
+		if _, err := newEngine(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)
 		}
 	}
 }
