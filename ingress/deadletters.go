@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 )
 
@@ -21,12 +22,6 @@ type DeadLetter struct {
 // MaxDeadLetterBody is how much of a body a dead letter keeps.
 const MaxDeadLetterBody = 64 << 10
 
-// size is about how many bytes the dead letter takes as JSON: what a
-// listing is bounded by.
-func (d DeadLetter) size() int {
-	return len(d.Provider) + len(d.ReceivedAt) + len(d.Reason) + len(d.Body) + 96
-}
-
 // DeadLetterStore keeps the newest dead letters. Implementations: an
 // in-memory ring (NewMemoryDeadLetters) and Redis (shared by every node).
 type DeadLetterStore interface {
@@ -41,7 +36,14 @@ type DeadLetterStore interface {
 type MemoryDeadLetters struct {
 	mu    sync.Mutex
 	max   int
-	items []DeadLetter // oldest first
+	items []sized // oldest first
+}
+
+// sized is a dead letter and the size of its JSON, what a listing is
+// bounded by (escapes can make it several times the body's).
+type sized struct {
+	DeadLetter
+	size int
 }
 
 // NewMemoryDeadLetters keeps at most max dead letters.
@@ -51,9 +53,13 @@ func NewMemoryDeadLetters(max int) *MemoryDeadLetters {
 
 // Add implements DeadLetterStore.
 func (m *MemoryDeadLetters) Add(_ context.Context, d DeadLetter) error {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.items = append(m.items, d)
+	m.items = append(m.items, sized{d, len(b)})
 	if over := len(m.items) - m.max; over > 0 {
 		m.items = append(m.items[:0], m.items[over:]...)
 	}
@@ -68,10 +74,10 @@ func (m *MemoryDeadLetters) List(_ context.Context, limit, maxBytes int) ([]Dead
 	out := make([]DeadLetter, 0, n)
 	size := 0
 	for i := len(m.items) - 1; len(out) < n; i-- {
-		if size += m.items[i].size(); size > maxBytes && len(out) > 0 {
+		if size += m.items[i].size; size > maxBytes && len(out) > 0 {
 			return out, true, nil
 		}
-		out = append(out, m.items[i])
+		out = append(out, m.items[i].DeadLetter)
 	}
 	return out, false, nil
 }

@@ -1,6 +1,7 @@
 package ingress_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -104,5 +105,25 @@ func TestDepth_CountsBracketsOutsideStrings(t *testing.T) {
 		if got := ingress.Depth([]byte(doc)); got != want {
 			t.Errorf("Depth(%s) = %d, want %d", doc, got, want)
 		}
+	}
+}
+
+// The in-memory dead letters are bounded by their JSON, which escapes can
+// make six times their bodies.
+func TestMemoryDeadLetters_BoundedByTheirJSON(t *testing.T) {
+	d := ingress.NewMemoryDeadLetters(1000)
+	body := strings.Repeat("<", 64<<10) // \u003c in JSON
+	for range 100 {
+		if err := d.Add(context.Background(), ingress.DeadLetter{Provider: "p", Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, more, err := d.List(context.Background(), 1000, 4<<20)
+	if err != nil || !more {
+		t.Fatalf("%d dead letters, more %v, %v", len(got), more, err)
+	}
+	b, _ := json.Marshal(got)
+	if len(b) > 4<<20 || len(got) < 9 {
+		t.Fatalf("%d dead letters in %d bytes of JSON, want the most that fit in 4 MiB", len(got), len(b))
 	}
 }

@@ -48,37 +48,50 @@ func (d *DeadLetters) Add(ctx context.Context, dl ingress.DeadLetter) error {
 	return wrap("adding a dead letter", err)
 }
 
-// deadLetterPage is how many dead letters one read takes: a page of the
-// largest is 2 MiB.
-const deadLetterPage = 32
+// listScript reads the newest dead letters, at most ARGV[1] of them and,
+// beyond the first, no more than ARGV[2] bytes, a page of 32 at a time:
+// one script, so that dead letters pushed meanwhile shift nothing under
+// it, and Redis never builds a reply much larger than the bound.
+//
+//	KEYS: the list
+//	returns {dead letters, 1 if it stopped on the bytes with more left}
+var listScript = goredis.NewScript(`
+local limit, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out, size, from = {}, 0, 0
+while #out < limit do
+  local page = redis.call('LRANGE', KEYS[1], from, from + math.min(31, limit - #out - 1))
+  for _, v in ipairs(page) do
+    size = size + #v
+    if size > budget and #out > 0 then return {out, 1} end
+    out[#out+1] = v
+  end
+  if #page < 32 then break end
+  from = from + #page
+end
+return {out, 0}
+`)
 
-// List implements ingress.DeadLetterStore. It reads a page at a time, so
-// that a listing bounded by its bytes never holds more than a page beyond
-// them.
+// List implements ingress.DeadLetterStore.
 func (d *DeadLetters) List(ctx context.Context, limit, maxBytes int) ([]ingress.DeadLetter, bool, error) {
-	out := make([]ingress.DeadLetter, 0, min(limit, deadLetterPage))
-	size := 0
-	for len(out) < limit {
-		from := int64(len(out))
-		items, err := d.client.LRange(ctx, deadLettersKey, from, from+int64(min(deadLetterPage, limit-len(out)))-1).Result()
-		if err != nil {
-			return nil, false, wrap("listing dead letters", err)
-		}
-		for _, s := range items {
-			if size += len(s); size > maxBytes && len(out) > 0 {
-				return out, true, nil
-			}
-			var dl ingress.DeadLetter
-			if err := json.Unmarshal([]byte(s), &dl); err != nil {
-				return nil, false, fmt.Errorf("dead letter in Redis is not JSON: %w", err)
-			}
-			out = append(out, dl)
-		}
-		if len(items) < deadLetterPage {
-			break
-		}
+	reply, err := listScript.Run(ctx, d.client, []string{deadLettersKey}, limit, maxBytes).Slice()
+	if err != nil {
+		return nil, false, wrap("listing dead letters", err)
 	}
-	return out, false, nil
+	if len(reply) != 2 {
+		return nil, false, fmt.Errorf("redis: listing dead letters: unexpected reply %v", reply)
+	}
+	items, _ := reply[0].([]any)
+	more, _ := reply[1].(int64)
+	out := make([]ingress.DeadLetter, 0, len(items))
+	for _, it := range items {
+		s, _ := it.(string)
+		var dl ingress.DeadLetter
+		if err := json.Unmarshal([]byte(s), &dl); err != nil {
+			return nil, false, fmt.Errorf("dead letter in Redis is not JSON: %w", err)
+		}
+		out = append(out, dl)
+	}
+	return out, more == 1, nil
 }
 
 // wrap marks Redis failures as channels.ErrUnavailable: the ingress answers

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -85,5 +86,52 @@ func TestDeadLetters_ListBoundedByBytes(t *testing.T) {
 				t.Fatalf("List(%d, %d)[%d] = %q, want %d, newest first", tc.limit, tc.maxBytes, i, dl.Reason, 99-i)
 			}
 		}
+	}
+}
+
+// A listing is one snapshot: dead letters added while it is read shift
+// nothing under it, so none is listed twice or left out between pages.
+func TestDeadLetters_ListIsASnapshot(t *testing.T) {
+	c, _ := client(t)
+	d := redisstore.NewDeadLetters(c, 10000)
+	ctx := context.Background()
+	add := func(i int) {
+		if err := d.Add(ctx, ingress.DeadLetter{Provider: "p", Reason: fmt.Sprint(i)}); err != nil {
+			t.Error(err)
+		}
+	}
+	for i := range 200 {
+		add(i)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 200; i < 2200; i++ {
+			add(i)
+		}
+	}()
+	listings := 0
+	for adding := true; adding; listings++ {
+		select {
+		case <-done:
+			adding = false
+		default:
+		}
+		got, _, err := d.List(ctx, 1000, 1<<30)
+		if err != nil {
+			t.Error(err)
+			break
+		}
+		for i := 1; i < len(got); i++ {
+			prev, _ := strconv.Atoi(got[i-1].Reason)
+			if cur, _ := strconv.Atoi(got[i].Reason); cur != prev-1 {
+				t.Errorf("listing %d: %d after %d, want %d", listings, cur, prev, prev-1)
+				break
+			}
+		}
+	}
+	<-done
+	if listings < 10 {
+		t.Errorf("only %d listings while adding", listings)
 	}
 }
