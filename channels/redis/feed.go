@@ -146,8 +146,13 @@ func (b *Broker) deliver(f *feed, p channels.Publication) {
 		// message of the epoch before may still come through pub/sub
 		// after a read of the log learned the new one. The read announces
 		// a new epoch and hands on its publications, p among them.
-		b.backfill(f)
-		if p.Epoch != f.epoch {
+		switch {
+		case !b.backfill(f):
+			// The log cannot be read now: take the message's epoch
+			// rather than hold it back.
+			b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: p.Epoch}, channels.ReasonEpochMismatch)
+			f.epoch, f.last = p.Epoch, 0
+		case p.Epoch != f.epoch:
 			return
 		}
 	}
@@ -169,8 +174,9 @@ func (b *Broker) deliver(f *feed, p channels.Publication) {
 // backfill re-reads the log after the last delivered publication and hands
 // on what the live feed missed, announcing what the log no longer has. It
 // reads a page of at most backfillBytes at a time, so that a long gap on a
-// channel of large publications is never held whole. f.mu is held.
-func (b *Broker) backfill(f *feed) {
+// channel of large publications is never held whole. It reports false
+// when the log could not be read. f.mu is held.
+func (b *Broker) backfill(f *feed) bool {
 	for {
 		since := channels.Position{Offset: f.last, Epoch: f.epoch}
 		res, err := b.historyRetry(f.channel, since)
@@ -180,7 +186,7 @@ func (b *Broker) backfill(f *feed) {
 			// clients as offset_expired; nothing passes silently.
 			b.log.Error("redis backfill failed; subscribers will be told of a gap", "channel_namespace", namespace(f.channel), "err", err)
 			f.resync = true
-			return
+			return false
 		}
 		if res.Epoch != f.epoch {
 			b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: res.Epoch}, channels.ReasonEpochMismatch)
@@ -188,7 +194,7 @@ func (b *Broker) backfill(f *feed) {
 			since = channels.Position{Offset: 0, Epoch: res.Epoch}
 			if res, err = b.historyRetry(f.channel, since); err != nil {
 				f.resync = true
-				return
+				return false
 			}
 		}
 		if ok, reason := res.Recover(since); !ok && res.Epoch == f.epoch {
@@ -206,6 +212,7 @@ func (b *Broker) backfill(f *feed) {
 		}
 	}
 	f.resync = false
+	return true
 }
 
 // backfillBytes bounds one page of a backfill.

@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -217,4 +218,56 @@ func TestFeed_LateMessageOfAnOldEpochIsNoReset(t *testing.T) {
 	if len(epochs) != 1 {
 		t.Errorf("%s was reset to %d epochs, want the new one alone: %+v", other, len(epochs), h.since(mark))
 	}
+}
+
+// failScripts fails the node's script calls (its reads of the log) while
+// armed; pub/sub still works.
+type failScripts struct{ armed atomic.Bool }
+
+func (f *failScripts) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (f *failScripts) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return next
+}
+func (f *failScripts) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if (cmd.Name() == "evalsha" || cmd.Name() == "eval") && f.armed.Load() {
+			err := errors.New("LOADING Redis is loading the dataset in memory")
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A publication of a new epoch while the log cannot be read is still
+// handed on, after the new epoch is announced, rather than held back.
+func TestFeed_NewEpochWhileTheLogIsUnreadableIsStillDelivered(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	fail := &failScripts{}
+	b, h := startGated(t, srv, fail)
+	pub, _ := startGated(t, srv, nil)
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "user:e"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.Publish(ctx, "user:e", json.RawMessage(`{"n":1}`), channels.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The log is lost (a new epoch comes with the next publication), and
+	// the node cannot read it.
+	if _, err := srv.Do("DEL", "herald:{user:e}:meta", "herald:{user:e}:log"); err != nil {
+		t.Fatal(err)
+	}
+	fail.armed.Store(true)
+	r, err := pub.Publish(ctx, "user:e", json.RawMessage(`{"n":2}`), channels.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		evs := h.since(0)
+		if n := len(evs); n >= 2 && evs[n-2].reset && evs[n-2].epoch == r.Epoch && !evs[n-1].reset && evs[n-1].epoch == r.Epoch && evs[n-1].off == r.Offset {
+			return
+		}
+	}
+	t.Errorf("the new epoch's publication %d was not handed on after a reset: %+v", r.Offset, h.since(0))
 }
