@@ -230,20 +230,23 @@ const replayPage = 256
 
 // queueMissed queues missed publications up to target, in order, as long
 // as the client's queue has room for them (half of it; the rest is for
-// live traffic). The caller continues from s.last. hc.mu is held.
-func (s *subscription) queueMissed(pubs []channels.Publication, target uint64) {
+// live traffic). The caller continues from s.last. It returns the size of
+// the frame it found no room for (0: none). hc.mu is held.
+func (s *subscription) queueMissed(pubs []channels.Publication, target uint64) (refused int) {
 	replayed := 0
+	defer func() { s.c.hub.opts.Metrics.Replayed(replayed) }()
 	for _, p := range pubs {
 		if p.Offset <= s.last || p.Offset > target {
 			continue
 		}
-		if !s.c.sendWithin(pubFrame(s.hc.name, p), s.c.hub.MaxPublication()) {
-			break
+		f := pubFrame(s.hc.name, p)
+		if !s.c.sendWithin(f, s.c.hub.MaxPublication()) {
+			return len(f)
 		}
 		s.last = p.Offset
 		replayed++
 	}
-	s.c.hub.opts.Metrics.Replayed(replayed)
+	return 0
 }
 
 // replay queues the rest of a resume, a page at a time, each once the
@@ -276,6 +279,7 @@ func (c *client) replay(s *subscription, target uint64) {
 			hc.mu.Unlock()
 			return
 		}
+		refused := 0
 		switch ok, reason := res.Recover(since); {
 		case res.Epoch != s.epoch:
 			// The log was reset while replaying: what is left is gone.
@@ -285,9 +289,9 @@ func (c *client) replay(s *subscription, target uint64) {
 				reason = channels.ReasonOffsetExpired
 			}
 			s.announceGap(s.epoch, max(res.Earliest-1, s.last), reason)
-			s.queueMissed(res.Publications, target)
+			refused = s.queueMissed(res.Publications, target)
 		default:
-			s.queueMissed(res.Publications, target)
+			refused = s.queueMissed(res.Publications, target)
 		}
 		if s.last >= target || res.Epoch != since.Epoch || len(res.Publications) == 0 {
 			if s.epoch == since.Epoch {
@@ -300,12 +304,11 @@ func (c *client) replay(s *subscription, target uint64) {
 			return
 		}
 		// A next publication larger than a quarter of the queue may not
-		// fit beside what a quarter leaves: then wait for an empty queue,
-		// which takes any publication, rather than read the log again
-		// and again to no end.
+		// fit beside what a quarter leaves: then wait until it fits,
+		// rather than read the log again and again to no end.
 		room = c.hub.opts.SendQueueBytes / 4
-		if s.last == since.Offset {
-			room = 0
+		if s.last == since.Offset && refused > 0 {
+			room = max(c.hub.MaxPublication()-refused, 0)
 		}
 		hc.mu.Unlock()
 	}
