@@ -70,12 +70,14 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		// Anything after the object, a second one included, would be
 		// dropped silently.
 		if _, after := dec.Token(); after != io.EOF {
-			err = errors.New("more than one JSON value")
+			err = after
+			if err == nil || !errors.As(err, new(*http.MaxBytesError)) {
+				err = errors.New("unexpected data after the JSON object")
+			}
 		}
 	}
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		if errors.As(err, new(*http.MaxBytesError)) {
 			writeError(w, http.StatusRequestEntityTooLarge, "body over 1 MiB")
 			return
 		}

@@ -64,6 +64,13 @@ func TestPublish_Refusals(t *testing.T) {
 	if status, _ := n.Post(t, "/v1/publish", []byte(big), api()); status != 413 {
 		t.Errorf("oversize: %d", status)
 	}
+	spaced := `{"channel":"user:42","data":{}}` + strings.Repeat(" ", 1<<20)
+	if status, _ := n.Post(t, "/v1/publish", []byte(spaced), api()); status != 413 {
+		t.Errorf("oversize after the object: %d", status)
+	}
+	if _, res := n.Post(t, "/v1/publish", []byte(`{"channel":"user:42","data":{}}}`), api()); !strings.Contains(fmt.Sprint(res["error"]), "unexpected data after the JSON object") {
+		t.Errorf("trailing bytes: %v", res)
+	}
 }
 
 func TestHistoryAPI(t *testing.T) {
