@@ -39,9 +39,8 @@ type cfReply struct {
 // cfOpen connects with token and subscribes to the client's channel from
 // its current position.
 func (c *client) cfOpen(ctx context.Context, token string) error {
-	connect := `{"id":1,"connect":{"token":` + strconv.Quote(token) + `}}`
-	if _, err := cfCall(ctx, c.conn, 1, connect); err != nil {
-		return fmt.Errorf("connect: %w", err)
+	if err := cfConnect(ctx, c.conn, token); err != nil {
+		return err
 	}
 	sub := `{"id":2,"subscribe":{"channel":` + strconv.Quote(c.channel) + `}}`
 	r, err := cfCall(ctx, c.conn, 2, sub)
@@ -55,7 +54,16 @@ func (c *client) cfOpen(ctx context.Context, token string) error {
 	return nil
 }
 
-// cfCall sends a command and reads frames until the reply with its id.
+// cfConnect sends the connect command with token and waits for its reply.
+func cfConnect(ctx context.Context, conn *websocket.Conn, token string) error {
+	if _, err := cfCall(ctx, conn, 1, `{"id":1,"connect":{"token":`+strconv.Quote(token)+`}}`); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	return nil
+}
+
+// cfCall sends a command and reads frames until the reply with its id,
+// answering pings meanwhile.
 func cfCall(ctx context.Context, conn *websocket.Conn, id int64, cmd string) (cfReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -68,6 +76,12 @@ func cfCall(ctx context.Context, conn *websocket.Conn, id int64, cmd string) (cf
 			return cfReply{}, err
 		}
 		for _, m := range bytes.Split(b, []byte("\n")) {
+			if bytes.Equal(m, cfPing) {
+				if err := conn.Write(ctx, websocket.MessageText, cfPing); err != nil {
+					return cfReply{}, err
+				}
+				continue
+			}
 			var r cfReply
 			if len(m) == 0 || json.Unmarshal(m, &r) != nil || r.ID != id {
 				continue
@@ -118,9 +132,8 @@ func (b *bench) cfResumeOnce(ctx context.Context, tok, channel string, pos posit
 		return 0, err
 	}
 	defer conn.CloseNow()
-	connect := `{"id":1,"connect":{"token":` + strconv.Quote(tok) + `}}`
-	if _, err := cfCall(ctx, conn, 1, connect); err != nil {
-		return 0, fmt.Errorf("connect: %w", err)
+	if err := cfConnect(ctx, conn, tok); err != nil {
+		return 0, err
 	}
 	sub := `{"id":2,"subscribe":{"channel":` + strconv.Quote(channel) + `,"recover":true,"epoch":` +
 		strconv.Quote(pos.Epoch) + `,"offset":` + strconv.FormatUint(pos.Offset, 10) + `}}`

@@ -95,12 +95,12 @@ func TestHarness_Floor_LosesNothing(t *testing.T) {
 }
 
 // The open-source peer, driven in Centrifuge's protocol: its pings, every
-// 150 ms here, must be answered or it drops the clients.
+// 300 ms here, must be answered or it drops the clients.
 func TestHarness_Peer_LosesNothing(t *testing.T) {
 	bin := buildModule(t, "cmd/herald-bench/peer")
 	r := redistest.Start(t, redistest.Options{})
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "-addr", addr, "-redis", r.Addr(), "-ping", "150ms")
+	cmd := exec.Command(bin, "-addr", addr, "-redis", r.Addr(), "-ping", "300ms")
 	cmd.Env = append(os.Environ(), "PEER_JWT_SECRET="+testJWTSecret, "PEER_API_KEY="+testAPIKey)
 	start(t, cmd, "http://"+addr+"/healthz")
 	for _, args := range [][]string{
@@ -226,27 +226,21 @@ func start(t *testing.T, cmd *exec.Cmd, probe string) {
 	}
 }
 
-// build compiles a command of this module into the test's directory.
-func build(t *testing.T, pkg string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", out, pkg)
-	cmd.Dir = heraldtest.Root(t)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return out
-}
+// build compiles the command at pkg, relative to the repository's root
+// and in the module there, into the test's directory.
+func build(t *testing.T, pkg string) string { return buildIn(t, ".", pkg) }
 
 // buildModule compiles the command in dir, a module of its own inside this
 // repository, into the test's directory.
-func buildModule(t *testing.T, dir string) string {
+func buildModule(t *testing.T, dir string) string { return buildIn(t, dir, ".") }
+
+func buildIn(t *testing.T, dir, pkg string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), filepath.Base(dir))
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", out, ".")
+	out := filepath.Join(t.TempDir(), filepath.Base(filepath.Join(dir, pkg)))
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", out, pkg)
 	cmd.Dir = filepath.Join(heraldtest.Root(t), dir)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build in %s: %v\n%s", dir, err, b)
+		t.Fatalf("go build %s in %s: %v\n%s", pkg, dir, err, b)
 	}
 	return out
 }

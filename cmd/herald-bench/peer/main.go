@@ -40,7 +40,7 @@ func main() {
 	apiKey := flag.String("api-key", "", "key of POST /v1/publish (or PEER_API_KEY)")
 	historySize := flag.Int("history-size", 1000, "publications kept per channel")
 	historyTTL := flag.Duration("history-ttl", 24*time.Hour, "how long a channel's history is kept")
-	ping := flag.Duration("ping", 0, "server ping interval, answered by a pong within a third of it [the library's 25s, 8s]")
+	ping := flag.Duration("ping", 0, "server ping interval; the pong is due within 9/10 of it [the library's 25s and 8s]")
 	flag.Parse()
 	if *secret == "" {
 		*secret = os.Getenv("PEER_JWT_SECRET")
@@ -97,7 +97,7 @@ func main() {
 
 	wsConfig := centrifuge.WebsocketConfig{}
 	if *ping > 0 {
-		wsConfig.PingPongConfig = centrifuge.PingPongConfig{PingInterval: *ping, PongTimeout: *ping / 3}
+		wsConfig.PingPongConfig = centrifuge.PingPongConfig{PingInterval: *ping, PongTimeout: *ping * 9 / 10}
 	}
 	http.Handle("GET /ws", centrifuge.NewWebsocketHandler(node, wsConfig))
 	http.HandleFunc("POST /v1/publish", func(w http.ResponseWriter, r *http.Request) {
