@@ -186,6 +186,62 @@ func TestNodes_StatusesRankAsOnTheEmbeddedBroker(t *testing.T) {
 	})
 }
 
+// Two statuses of one transaction reaching two nodes at once: in every
+// channel a lower status that follows a higher one is marked stale,
+// whichever node appended first, on a single Redis and on a Cluster.
+func TestNodes_SimultaneousStatusesAreMarkedInEveryChannel(t *testing.T) {
+	each(t, func(t *testing.T, b backend) {
+		ns := nodes(t, b, 2)
+		const n = 150
+		for i := range n {
+			success := fmt.Appendf(nil, `{"user_id":%d,"id":%d,"type":"FIAT_DEPOSIT","amount":10.00,"state":"SUCCESS"}`, 1000+i, i)
+			pending := bytes.Replace(success, []byte("SUCCESS"), []byte("PENDING"), 1)
+			var wg sync.WaitGroup
+			for j, body := range [][]byte{pending, success} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if code, res := ns[j].Ingress(t, "kriptomat", body); code != 200 {
+						t.Errorf("deposit %d: %d %v", i, code, res)
+					}
+				}()
+			}
+			wg.Wait()
+		}
+		unmarked := func(ch string, limit int) int {
+			h, err := ns[0].Server.Broker().History(context.Background(), ch, channels.HistoryOptions{Limit: limit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad, succeeded := 0, map[string]bool{}
+			for _, p := range h.Publications {
+				var ev struct {
+					ID, Status string
+					Stale      bool
+				}
+				if err := json.Unmarshal(p.Data, &ev); err != nil {
+					t.Fatal(err)
+				}
+				txn := strings.TrimSuffix(strings.TrimSuffix(ev.ID, ":SUCCESS"), ":PENDING")
+				switch {
+				case ev.Status == "succeeded":
+					succeeded[txn] = true
+				case succeeded[txn] && !ev.Stale:
+					bad++
+				}
+			}
+			return bad
+		}
+		bad := unmarked("merchant:"+heraldtest.Merchant, 2*n)
+		for i := range n {
+			bad += unmarked(fmt.Sprintf("user:%d", 1000+i), 10)
+		}
+		if bad > 0 {
+			t.Errorf("%d pending statuses appended after their success without the stale mark", bad)
+		}
+	})
+}
+
 // TestNodes_KilledNodeClientsResumeOnSurvivor stops a node while a
 // publisher keeps going through another; the first node's clients resume
 // on a survivor and miss nothing.
