@@ -28,6 +28,9 @@ type feed struct {
 	known bool
 	epoch string
 	last  uint64
+	// left is the epoch the feed moved on from: its late messages are
+	// dropped even when the log cannot be read to tell.
+	left string
 	// resync: the feed was interrupted; re-read the log on confirmation,
 	// or in Subscribe if its position was not known yet.
 	resync bool
@@ -147,11 +150,15 @@ func (b *Broker) deliver(f *feed, p channels.Publication) {
 		// after a read of the log learned the new one. The read announces
 		// a new epoch and hands on its publications, p among them.
 		switch {
-		case !b.backfill(f):
+		case !b.backfill(f) && p.Epoch != f.left:
 			// The log cannot be read now: take the message's epoch
-			// rather than hold it back.
+			// rather than hold it back, and hand it on without another
+			// read (the hub announces any gap before it).
 			b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: p.Epoch}, channels.ReasonEpochMismatch)
-			f.epoch, f.last = p.Epoch, 0
+			f.left, f.epoch = f.epoch, p.Epoch
+			b.handler.HandlePublication(f.channel, p)
+			f.last = p.Offset
+			return
 		case p.Epoch != f.epoch:
 			return
 		}
@@ -174,9 +181,11 @@ func (b *Broker) deliver(f *feed, p channels.Publication) {
 // backfill re-reads the log after the last delivered publication and hands
 // on what the live feed missed, announcing what the log no longer has. It
 // reads a page of at most backfillBytes at a time, so that a long gap on a
-// channel of large publications is never held whole. It reports false
-// when the log could not be read. f.mu is held.
+// channel of large publications is never held whole. It reports whether
+// it read the log's epoch (false: the log could not be read at all).
+// f.mu is held.
 func (b *Broker) backfill(f *feed) bool {
+	learned := false
 	for {
 		since := channels.Position{Offset: f.last, Epoch: f.epoch}
 		res, err := b.historyRetry(f.channel, since)
@@ -186,15 +195,16 @@ func (b *Broker) backfill(f *feed) bool {
 			// clients as offset_expired; nothing passes silently.
 			b.log.Error("redis backfill failed; subscribers will be told of a gap", "channel_namespace", namespace(f.channel), "err", err)
 			f.resync = true
-			return false
+			return learned
 		}
+		learned = true
 		if res.Epoch != f.epoch {
 			b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: res.Epoch}, channels.ReasonEpochMismatch)
-			f.epoch, f.last = res.Epoch, 0
+			f.left, f.epoch, f.last = f.epoch, res.Epoch, 0
 			since = channels.Position{Offset: 0, Epoch: res.Epoch}
 			if res, err = b.historyRetry(f.channel, since); err != nil {
 				f.resync = true
-				return false
+				return learned
 			}
 		}
 		if ok, reason := res.Recover(since); !ok && res.Epoch == f.epoch {

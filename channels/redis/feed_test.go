@@ -271,3 +271,63 @@ func TestFeed_NewEpochWhileTheLogIsUnreadableIsStillDelivered(t *testing.T) {
 	}
 	t.Errorf("the new epoch's publication %d was not handed on after a reset: %+v", r.Offset, h.since(0))
 }
+
+// A late message of the epoch a channel moved on from, arriving while the
+// log cannot be read, is not taken for a newer epoch.
+func TestFeed_LateMessageOfTheEpochLeftWhileTheLogIsUnreadable(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	fail := &failScripts{}
+	b, h := startGated(t, srv, fail)
+	pub, _ := startGated(t, srv, nil)
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "user:e"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := pub.Publish(ctx, "user:e", json.RawMessage(`{"n":1}`), channels.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Do("DEL", "herald:{user:e}:meta", "herald:{user:e}:log"); err != nil {
+		t.Fatal(err)
+	}
+	next, err := pub.Publish(ctx, "user:e", json.RawMessage(`{"n":2}`), channels.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		evs := h.since(0)
+		if n := len(evs); n > 0 && evs[n-1].epoch == next.Epoch && !evs[n-1].reset {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new epoch never came: %+v", evs)
+		}
+	}
+	mark := len(h.since(0))
+	fail.armed.Store(true)
+	if _, err := srv.Do("SPUBLISH", "herald:{user:e}", fmt.Sprintf(`%d:%s:{"n":1}`, old.Offset, old.Epoch)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the node's attempts to read the log
+	fail.armed.Store(false)
+	last, err := pub.Publish(ctx, "user:e", json.RawMessage(`{"n":3}`), channels.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		evs := h.since(mark)
+		if n := len(evs); n > 0 && evs[n-1].off == last.Offset {
+			break
+		}
+	}
+	evs := h.since(mark)
+	for _, e := range evs {
+		if e.epoch == old.Epoch || e.reset {
+			t.Errorf("after the late message of %s: %+v", old.Epoch, evs)
+			break
+		}
+	}
+	if len(evs) != 1 || evs[0].off != last.Offset || evs[0].epoch == old.Epoch {
+		t.Errorf("want only publication %d of %s: %+v", last.Offset, next.Epoch, evs)
+	}
+}
