@@ -239,17 +239,24 @@ func (f *failScripts) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook 
 	}
 }
 
+// unreadable runs a node subscribed to user:e whose reads of the log fail
+// while fail is armed, and a publishing node beside it.
+func unreadable(t *testing.T) (srv *redistest.Server, fail *failScripts, h *gatedHandler, pub *redis.Broker) {
+	srv = redistest.Start(t, redistest.Options{})
+	fail = &failScripts{}
+	b, h := startGated(t, srv, fail)
+	pub, _ = startGated(t, srv, nil)
+	if err := b.Subscribe(context.Background(), "user:e"); err != nil {
+		t.Fatal(err)
+	}
+	return srv, fail, h, pub
+}
+
 // A publication of a new epoch while the log cannot be read is still
 // handed on, after the new epoch is announced, rather than held back.
 func TestFeed_NewEpochWhileTheLogIsUnreadableIsStillDelivered(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	fail := &failScripts{}
-	b, h := startGated(t, srv, fail)
-	pub, _ := startGated(t, srv, nil)
+	srv, fail, h, pub := unreadable(t)
 	ctx := context.Background()
-	if err := b.Subscribe(ctx, "user:e"); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := pub.Publish(ctx, "user:e", json.RawMessage(`{"n":1}`), channels.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -275,14 +282,8 @@ func TestFeed_NewEpochWhileTheLogIsUnreadableIsStillDelivered(t *testing.T) {
 // A late message of the epoch a channel moved on from, arriving while the
 // log cannot be read, is not taken for a newer epoch.
 func TestFeed_LateMessageOfTheEpochLeftWhileTheLogIsUnreadable(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	fail := &failScripts{}
-	b, h := startGated(t, srv, fail)
-	pub, _ := startGated(t, srv, nil)
+	srv, fail, h, pub := unreadable(t)
 	ctx := context.Background()
-	if err := b.Subscribe(ctx, "user:e"); err != nil {
-		t.Fatal(err)
-	}
 	old, err := pub.Publish(ctx, "user:e", json.RawMessage(`{"n":1}`), channels.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
