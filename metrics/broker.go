@@ -109,10 +109,10 @@ func (a *instrumentedAppender) Append(ctx context.Context, chans []string, data 
 	start := time.Now()
 	res, err := a.a.Append(ctx, chans, data, opts, seq)
 	a.m.done(a.m.append, "append", start, err)
-	if err == nil {
-		for i, r := range res.Results {
-			a.m.published(chans[i], r)
-		}
+	// Results holds the channels appended before an error too (on a Redis
+	// Cluster, one script per channel).
+	for i, r := range res.Results {
+		a.m.published(chans[i], r)
 	}
 	return res, err
 }

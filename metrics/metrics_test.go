@@ -1,10 +1,13 @@
 package metrics_test
 
 import (
+	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"herald/channels"
 	"herald/ingress"
 	"herald/metrics"
 )
@@ -52,5 +55,42 @@ func BenchmarkHub_PerPublication(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		m.Delivered(100)
 		m.FannedOut(data)
+	}
+}
+
+// partial appends to the first channel and fails on the second, as a
+// Redis Cluster's one script per channel can.
+type partial struct{}
+
+func (partial) Append(context.Context, []string, json.RawMessage, channels.PublishOptions, *channels.Sequence) (channels.AppendResult, error) {
+	return channels.AppendResult{Results: []channels.PublishResult{{Position: channels.Position{Offset: 1, Epoch: "e"}}}}, channels.ErrUnavailable
+}
+
+// What an append did before it failed is counted.
+func TestInstrumentAppender_CountsWhatAFailedAppendDid(t *testing.T) {
+	m := metrics.New(metrics.Options{Node: "n"})
+	a := metrics.InstrumentAppender(partial{}, m.Broker)
+	if _, err := a.Append(context.Background(), []string{"user:1", "merchant:m"}, json.RawMessage(`{}`), channels.PublishOptions{}, nil); err == nil {
+		t.Fatal("no error")
+	}
+	counts := map[string]float64{}
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "herald_publications_total" {
+			continue
+		}
+		for _, metric := range f.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if l.GetName() == "namespace" {
+					counts[l.GetValue()] = metric.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if counts["user"] != 1 || counts["merchant"] != 0 {
+		t.Fatalf("publications counted: %v, want user 1", counts)
 	}
 }
