@@ -8,9 +8,10 @@ import (
 
 // An Appender appends one publication to several channels, and ranks it in
 // its sequence, in a single step: on Redis, one round trip instead of one
-// per channel and one for the rank. Brokers that can (Redis, not a Redis
-// Cluster, whose channels live on different masters) offer one; callers
-// without one do the same with Publish per channel.
+// per channel and one for the rank (on a Redis Cluster, whose channels live
+// on different masters, one per channel, each ranking in the channel's own
+// copy of the sequence). Brokers that can (Redis) offer one; callers
+// without one (the embedded broker) do the same with Publish per channel.
 //
 // Each channel's append is idempotent under opts.IdempotencyKey as with
 // Publish. When every channel already had the key, nothing is appended and

@@ -45,7 +45,7 @@ func (b *historyCounter) History(ctx context.Context, ch string, o channels.Hist
 // send queue, for a client with a little under a quarter waiting, could
 // not queue it: the resume waited for a quarter, read the log again and
 // was refused again, thousands of times a second (on Redis, each read of
-// a publication up to 2 MiB). It now waits for the queue to empty.
+// a publication up to 2 MiB). It now waits until that publication fits.
 func TestReplay_LargePublicationWaitsWithoutRereading(t *testing.T) {
 	b := &historyCounter{Broker: memory.New(memory.Options{}), channel: "user:42"}
 	h, err := New(Options{Broker: b, Verifier: anyToken{}, SendQueueBytes: 64 << 10})

@@ -45,8 +45,8 @@ type Options struct {
 	// Statuses remembers each transaction's latest status [in memory].
 	Statuses StatusStore
 	// Appender appends each event to all its channels and ranks its
-	// status in one step (the Redis engine on a single Redis) [Statuses,
-	// then one Broker Publish per channel].
+	// status (the Redis engine: one script, or one per channel on a
+	// Cluster) [Statuses, then one Broker Publish per channel].
 	Appender channels.Appender
 	// ClientIP finds the sender's address behind trusted proxies, for the
 	// allow lists [the peer's address].

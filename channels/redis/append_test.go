@@ -152,8 +152,7 @@ func TestAppender_LatePublicationIsMarkedAsSequenceMarkDoes(t *testing.T) {
 		t.Fatalf("publications in time were changed: %s, %s", pubs[0].Data, pubs[2].Data)
 	}
 
-	// The record is where the status store of the one-publish-per-channel
-	// way (a Redis Cluster) keeps it, and outlives its last change by TTL.
+	// The record outlives its last change by its TTL.
 	rec, err := client.HGetAll(ctx, redis.SequenceKey("kriptomat:deposit:77")).Result()
 	if err != nil || rec["status"] != "failed" || rec["rank"] != "2" {
 		t.Fatalf("sequence record %v %v", rec, err)

@@ -2,8 +2,9 @@
 // node, on a single Redis or a Redis Cluster, with live fan-out through
 // sharded pub/sub.
 //
-// Each channel C has three kinds of keys, all carrying the hash tag {C} so
-// that they live in one cluster slot and one Lua script may touch them:
+// Each channel C has three kinds of keys (four on a Cluster, below), all
+// carrying the hash tag {C} so that they live in one cluster slot and one
+// Lua script may touch them:
 //
 //	herald:{C}:meta       hash: epoch, top (newest offset); TTL MetaTTL
 //	herald:{C}:log        stream, entry id "<offset>-0", field d = data;
@@ -20,7 +21,9 @@
 //
 // On a single Redis, Appender appends one publication to several channels,
 // ranked in its sequence (herald:status:{<key>}, a hash of status and
-// rank), in one script: one round trip per webhook.
+// rank), in one script: one round trip per webhook. On a Redis Cluster it
+// appends to each channel in a script of its own, ranking in a copy of the
+// sequence in the channel's slot: herald:{C}:status:<key>.
 //
 // Each node keeps one sharded pub/sub connection per Redis master it has
 // subscribers on, and one subscription per channel with local subscribers.

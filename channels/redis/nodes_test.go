@@ -129,8 +129,8 @@ func TestNodes_IngestOnOneNodeDeliversOnOthers(t *testing.T) {
 // retry of the first (which must not bring it back) and another late one.
 // It finds the same answers and the same bytes in the logs as on the
 // embedded broker: on a single Redis each event goes to all its channels,
-// ranked, in one script (append); on a cluster through the status store
-// and one publish per channel.
+// ranked, in one script (append); on a cluster in one script per channel,
+// each ranking in the channel's own copy of the status record.
 func TestNodes_StatusesRankAsOnTheEmbeddedBroker(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	success := []byte(`{"user_id":5,"id":77,"type":"FIAT_DEPOSIT","amount":10.00,"state":"SUCCESS"}`)
