@@ -259,18 +259,27 @@ func TestHistory_OnePublicationOverTheBoundSaysTruncated(t *testing.T) {
 		n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
 	}
 	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	// Each reply is most of the 64 KiB queue, which counts a frame until
+	// the node's write of it returned: a ping's pong, queued after it,
+	// tells the client the reply no longer counts, before it asks again.
+	written := func() {
+		c.Send(map[string]any{"type": "ping"})
+		c.Expect("pong")
+	}
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10})
 	f := c.Expect("history")
 	pubs := f["publications"].([]any)
 	if len(pubs) != 1 || pubs[0].(map[string]any)["offset"] != float64(3) || f["truncated"] != true {
 		t.Fatalf("newest: %d publications, truncated %v", len(pubs), f["truncated"])
 	}
+	written()
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10, "since": map[string]any{"offset": 0, "epoch": f.String("epoch")}})
 	f = c.Expect("history")
 	pubs = f["publications"].([]any)
 	if len(pubs) != 1 || pubs[0].(map[string]any)["offset"] != float64(1) || f["truncated"] != true {
 		t.Fatalf("since 0: %d publications, truncated %v", len(pubs), f["truncated"])
 	}
+	written()
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10, "since": map[string]any{"offset": 2, "epoch": f.String("epoch")}})
 	if f = c.Expect("history"); len(f["publications"].([]any)) != 1 || f["truncated"] != nil {
 		t.Fatalf("since 2, the last: %v", f["truncated"])
