@@ -7,7 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -128,7 +127,7 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, v.reason(err, &c))
 	}
-	if err := exactClaimNames(token); err != nil {
+	if err := v.exactClaimNames(token); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
 	if c.Subject == "" {
@@ -165,9 +164,8 @@ var claimNames = []string{"sub", "exp", "nbf", "iat", "iss", "aud", "jti", "merc
 // 7519): a custom "Merchant" or "SUB" of the issuer's would otherwise be
 // read as a grant. The signature was checked: the payload is the
 // issuer's.
-func exactClaimNames(token string) error {
-	parts := strings.Split(token, ".")
-	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+func (v *Verifier) exactClaimNames(token string) error {
+	payload, err := v.parser.DecodeSegment(strings.Split(token, ".")[1])
 	if err != nil {
 		return errors.New("malformed payload")
 	}

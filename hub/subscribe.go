@@ -289,7 +289,7 @@ func (c *client) replay(s *subscription, target uint64) {
 				reason = channels.ReasonOffsetExpired
 			}
 			s.announceGap(s.epoch, max(res.Earliest-1, s.last), reason)
-			refused = s.queueMissed(res.Publications, target)
+			fallthrough
 		default:
 			refused = s.queueMissed(res.Publications, target)
 		}

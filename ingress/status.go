@@ -9,8 +9,8 @@ import (
 // StatusStore remembers the latest status of each provider transaction, so
 // that an event arriving after a later status of the same transaction (a
 // PENDING after its SUCCESS) can be marked stale instead of moving the
-// client's view backwards. It is shared by every node (in Redis) or local
-// (NewMemoryStatuses).
+// client's view backwards. The ingress uses it when the broker has no
+// Appender, which ranks statuses itself (the Redis engine's does).
 type StatusStore interface {
 	// Advance records status with its rank for txn unless a status of a
 	// higher rank is recorded already. It returns the status recorded after

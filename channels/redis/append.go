@@ -22,7 +22,9 @@ func (b *Broker) Appender() channels.Appender {
 }
 
 type appender struct {
-	b          *Broker
+	b *Broker
+	// perChannel: one script per channel, as on a Cluster (a benchmark
+	// asks for it on a single Redis too).
 	perChannel bool
 }
 
@@ -40,20 +42,15 @@ func (a appender) Append(ctx context.Context, chans []string, data json.RawMessa
 	if len(chans) == 0 {
 		return channels.AppendResult{}, errors.New("redis append: no channel")
 	}
+	if seq != nil && (seq.At < 0 || seq.At > len(data)) {
+		return channels.AppendResult{}, fmt.Errorf("redis append: splice offset %d outside %d bytes of data", seq.At, len(data))
+	}
 	if !a.perChannel {
-		seqKey := ""
-		if seq != nil {
-			seqKey = SequenceKey(seq.Key)
-		}
-		return a.run(ctx, chans, data, opts, seq, seqKey)
+		return a.run(ctx, chans, data, opts, seq)
 	}
 	var res channels.AppendResult
-	for i, ch := range chans {
-		seqKey := ""
-		if seq != nil {
-			seqKey = ChannelSequenceKey(ch, seq.Key)
-		}
-		r, err := a.run(ctx, chans[i:i+1], data, opts, seq, seqKey)
+	for i := range chans {
+		r, err := a.run(ctx, chans[i:i+1], data, opts, seq)
 		if err != nil {
 			// What was appended stays; the caller's retry completes the
 			// rest under the same idempotency key.
@@ -67,8 +64,9 @@ func (a appender) Append(ctx context.Context, chans []string, data json.RawMessa
 	return res, nil
 }
 
-// run appends to chans in one script, ranking seq in seqKey.
-func (a appender) run(ctx context.Context, chans []string, data json.RawMessage, opts channels.PublishOptions, seq *channels.Sequence, seqKey string) (channels.AppendResult, error) {
+// run appends to chans in one script, ranking seq in its key: the
+// sequence's own, or on a Cluster the copy in the one channel's slot.
+func (a appender) run(ctx context.Context, chans []string, data json.RawMessage, opts channels.PublishOptions, seq *channels.Sequence) (channels.AppendResult, error) {
 	b := a.b
 	keys := make([]string, 0, 3*len(chans)+1)
 	args := make([]any, 0, 7+len(chans)+6)
@@ -79,8 +77,9 @@ func (a appender) run(ctx context.Context, chans []string, data json.RawMessage,
 		args = append(args, feedName(ch))
 	}
 	if seq != nil {
-		if seq.At < 0 || seq.At > len(data) {
-			return channels.AppendResult{}, fmt.Errorf("redis append: splice offset %d outside %d bytes of data", seq.At, len(data))
+		seqKey := SequenceKey(seq.Key)
+		if a.perChannel {
+			seqKey = ChannelSequenceKey(chans[0], seq.Key)
 		}
 		keys = append(keys, seqKey)
 		args = append(args, seq.Rank, seq.Label, ms(seq.TTL), seq.At, seq.Before, seq.After)

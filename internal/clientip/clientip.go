@@ -68,7 +68,8 @@ func remote(hostport string) netip.Addr {
 // balancers write it, an address with a port ("198.51.100.9:51234",
 // "[2001:db8::9]:443") or a bracketed IPv6 address.
 func parseHop(s string) (netip.Addr, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
+	a, err := netip.ParseAddr(s)
+	if err == nil {
 		return a, nil
 	}
 	if ap, err := netip.ParseAddrPort(s); err == nil {
@@ -79,5 +80,5 @@ func parseHop(s string) (netip.Addr, error) {
 			return netip.ParseAddr(inner)
 		}
 	}
-	return netip.ParseAddr(s) // for its error
+	return netip.Addr{}, err
 }

@@ -70,9 +70,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		// Anything after the object, a second one included, would be
 		// dropped silently.
 		if _, after := dec.Token(); after != io.EOF {
-			err = after
-			if err == nil || !errors.As(err, new(*http.MaxBytesError)) {
-				err = errors.New("unexpected data after the JSON object")
+			err = errors.New("unexpected data after the JSON object")
+			if errors.As(after, new(*http.MaxBytesError)) {
+				err = after
 			}
 		}
 	}

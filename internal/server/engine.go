@@ -16,13 +16,15 @@ import (
 )
 
 // engine is what a node keeps its shared state in: the channel logs, and
-// the ingress's dead letters and transaction statuses.
+// the ingress's dead letters.
 type engine struct {
 	broker      channels.Broker
 	deadLetters ingress.DeadLetterStore
-	statuses    ingress.StatusStore
-	appender    channels.Appender       // nil: statuses and one publish per channel
-	client      goredis.UniversalClient // nil for the embedded broker
+	// appender appends and ranks a webhook's event on Redis; nil on the
+	// embedded broker, where the ingress ranks in memory and publishes to
+	// each channel.
+	appender channels.Appender
+	client   goredis.UniversalClient // nil for the embedded broker
 }
 
 // Redis client timeouts: a paused or unreachable Redis turns into a 503 or
@@ -61,7 +63,7 @@ func redisClientSettings(dial, read, write *time.Duration, retries *int) error {
 
 func newEngine(cfg Config) (*engine, error) {
 	if cfg.Broker != nil {
-		return &engine{broker: cfg.Broker, deadLetters: ingress.NewMemoryDeadLetters(1000), statuses: ingress.NewMemoryStatuses()}, nil
+		return &engine{broker: cfg.Broker, deadLetters: ingress.NewMemoryDeadLetters(1000)}, nil
 	}
 	var client goredis.UniversalClient
 	switch {
@@ -98,7 +100,6 @@ func newEngine(cfg Config) (*engine, error) {
 				IdempotencyTTL: cfg.DedupWindow,
 			}),
 			deadLetters: ingress.NewMemoryDeadLetters(1000),
-			statuses:    ingress.NewMemoryStatuses(),
 		}, nil
 	}
 	broker, err := redis.New(redis.Options{
@@ -115,9 +116,8 @@ func newEngine(cfg Config) (*engine, error) {
 	return &engine{
 		broker:      broker,
 		deadLetters: redisstore.NewDeadLetters(client, 1000),
-		appender:    broker.Appender(), // which ranks statuses too
-
-		client: client,
+		appender:    broker.Appender(),
+		client:      client,
 	}, nil
 }
 

@@ -55,9 +55,8 @@ type Config struct {
 	// Broker, when set, is used instead of the one the settings above
 	// select.
 	Broker channels.Broker
-	// DeadLetters and Statuses, when set, replace the in-memory stores.
+	// DeadLetters, when set, replaces the engine's store.
 	DeadLetters ingress.DeadLetterStore
-	Statuses    ingress.StatusStore
 	// Now is the clock [time.Now].
 	Now func() time.Time
 }
@@ -118,17 +117,12 @@ func New(cfg Config) (*Server, error) {
 	if dead == nil {
 		dead = engine.deadLetters
 	}
-	statuses, appender := cfg.Statuses, channels.Appender(nil)
-	if statuses == nil {
-		statuses, appender = engine.statuses, engine.appender
-	}
 	in, err := ingress.New(ingress.Options{
 		ClientIP:    clientip.Resolver{Trusted: cfg.TrustedProxies},
 		Broker:      broker,
 		Providers:   enabled,
 		DeadLetters: dead,
-		Statuses:    statuses,
-		Appender:    metrics.InstrumentAppender(appender, m.Broker),
+		Appender:    metrics.InstrumentAppender(engine.appender, m.Broker),
 		DedupWindow: cfg.DedupWindow,
 		MaxEvent:    h.MaxPublication(),
 		Logger:      cfg.Logger,
