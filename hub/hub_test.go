@@ -268,16 +268,14 @@ func TestHistory_OnePublicationOverTheBoundSaysTruncated(t *testing.T) {
 	}
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10})
 	f := c.Expect("history")
-	pubs := f["publications"].([]any)
-	if len(pubs) != 1 || pubs[0].(map[string]any)["offset"] != float64(3) || f["truncated"] != true {
-		t.Fatalf("newest: %d publications, truncated %v", len(pubs), f["truncated"])
+	if got := f.Offsets(); len(got) != 1 || got[0] != 3 || f["truncated"] != true {
+		t.Fatalf("newest: offsets %v, truncated %v", got, f["truncated"])
 	}
 	written()
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10, "since": map[string]any{"offset": 0, "epoch": f.String("epoch")}})
 	f = c.Expect("history")
-	pubs = f["publications"].([]any)
-	if len(pubs) != 1 || pubs[0].(map[string]any)["offset"] != float64(1) || f["truncated"] != true {
-		t.Fatalf("since 0: %d publications, truncated %v", len(pubs), f["truncated"])
+	if got := f.Offsets(); len(got) != 1 || got[0] != 1 || f["truncated"] != true {
+		t.Fatalf("since 0: offsets %v, truncated %v", got, f["truncated"])
 	}
 	written()
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10, "since": map[string]any{"offset": 2, "epoch": f.String("epoch")}})

@@ -237,19 +237,17 @@ func TestStatusesOfOneTransactionDoNotPassEachOther(t *testing.T) {
 		}
 	}
 	for _, ch := range []string{"user:84624", "merchant:" + heraldtest.Merchant} {
-		_, res := n.Get(t, "/v1/history?channel="+ch+"&limit=10")
-		pubs := res["publications"].([]any)
-		if len(pubs) != 2 {
-			t.Fatalf("%s: %d publications, want the two statuses", ch, len(pubs))
+		events := n.Events(t, ch) // oldest first
+		if len(events) != 2 {
+			t.Fatalf("%s: %d publications, want the two statuses", ch, len(events))
 		}
 		succeeded := false
-		for _, p := range pubs { // oldest first
-			ev := p.(map[string]any)["data"].(map[string]any)
+		for _, ev := range events {
 			switch {
-			case ev["status"] == "succeeded":
+			case ev.Status == "succeeded":
 				succeeded = true
-			case succeeded && ev["stale"] != true:
-				t.Errorf("%s: %s after succeeded, unmarked", ch, ev["status"])
+			case succeeded && !ev.Stale:
+				t.Errorf("%s: %s after succeeded, unmarked", ch, ev.Status)
 			}
 		}
 	}

@@ -3,12 +3,14 @@ package metrics_test
 import (
 	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"herald/channels"
 	"herald/ingress"
+	"herald/internal/heraldtest"
 	"herald/metrics"
 )
 
@@ -73,22 +75,15 @@ func TestInstrumentAppender_CountsWhatAFailedAppendDid(t *testing.T) {
 	if _, err := a.Append(context.Background(), []string{"user:1", "merchant:m"}, json.RawMessage(`{}`), channels.PublishOptions{}, nil); err == nil {
 		t.Fatal("no error")
 	}
-	counts := map[string]float64{}
-	families, err := m.Registry().Gather()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	got, err := heraldtest.ParseMetrics(rec.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		if f.GetName() != "herald_publications_total" {
-			continue
-		}
-		for _, metric := range f.GetMetric() {
-			for _, l := range metric.GetLabel() {
-				if l.GetName() == "namespace" {
-					counts[l.GetValue()] = metric.GetCounter().GetValue()
-				}
-			}
-		}
+	counts := map[string]float64{}
+	for _, ns := range []string{"user", "merchant"} {
+		counts[ns] = got.Get("herald_publications_total", "namespace", ns)
 	}
 	if counts["user"] != 1 || counts["merchant"] != 0 {
 		t.Fatalf("publications counted: %v, want user 1", counts)

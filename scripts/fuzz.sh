@@ -30,7 +30,7 @@ grep -rl --include='*_test.go' '^func Fuzz' . | grep -v node_modules | sort | wh
     fi
     if [ "$keep" = --keep ]; then
       src="$cache/$(go list "$pkg")/$target"
-      dst="$pkg/testdata/fuzz/$target"
+      dst="$corpus"
       if [ -d "$src" ]; then
         mkdir -p "$dst"
         # At most 50 inputs per target: enough to replay, small to keep.

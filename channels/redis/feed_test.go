@@ -13,6 +13,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"herald/channels"
+	"herald/channels/channelstest"
 	"herald/channels/redis"
 	"herald/internal/redistest"
 )
@@ -76,37 +77,54 @@ func startGated(t *testing.T, srv *redistest.Server, hook goredis.Hook) (*redis.
 	}
 	t.Cleanup(func() { client.Close() })
 	h := newGatedHandler()
-	b, err := redis.New(redis.Options{Client: client, HealthInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(h); err != nil {
-		t.Fatal(err)
-	}
+	b := newBroker(t, client, channelstest.Options{}, h).(*redis.Broker)
 	t.Cleanup(func() { b.Close() })
 	return b, h
+}
+
+// onScript runs before, when not nil, ahead of each of the node's script
+// calls (its appends and reads of the log); an error from it is the
+// call's.
+type onScript struct{ before func() error }
+
+func (o onScript) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (o onScript) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return next
+}
+func (o onScript) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if cmd.Name() == "evalsha" || cmd.Name() == "eval" {
+			if err := o.before(); err != nil {
+				cmd.SetErr(err)
+				return err
+			}
+		}
+		return next(ctx, cmd)
+	}
 }
 
 // killPubSubOnRead breaks the node's pub/sub connection, once armed, just
 // before its next script call: between Subscribe's confirmation and its
 // read of the log.
-type killPubSubOnRead struct {
-	armed atomic.Bool
-	srv   *redistest.Server
-}
-
-func (k *killPubSubOnRead) DialHook(next goredis.DialHook) goredis.DialHook { return next }
-func (k *killPubSubOnRead) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
-	return next
-}
-func (k *killPubSubOnRead) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
-	return func(ctx context.Context, cmd goredis.Cmder) error {
-		if (cmd.Name() == "evalsha" || cmd.Name() == "eval") && k.armed.CompareAndSwap(true, false) {
-			_, _ = k.srv.Do("CLIENT", "KILL", "TYPE", "pubsub")
+func killPubSubOnRead(srv *redistest.Server, armed *atomic.Bool) onScript {
+	return onScript{before: func() error {
+		if armed.CompareAndSwap(true, false) {
+			_, _ = srv.Do("CLIENT", "KILL", "TYPE", "pubsub")
 			time.Sleep(20 * time.Millisecond)
 		}
-		return next(ctx, cmd)
-	}
+		return nil
+	}}
+}
+
+// failScripts fails the node's script calls (its reads of the log) while
+// armed; pub/sub still works.
+func failScripts(armed *atomic.Bool) onScript {
+	return onScript{before: func() error {
+		if armed.Load() {
+			return errors.New("LOADING Redis is loading the dataset in memory")
+		}
+		return nil
+	}}
 }
 
 // Subscribe returns once every publication appended afterwards reaches the
@@ -115,14 +133,14 @@ func (k *killPubSubOnRead) ProcessHook(next goredis.ProcessHook) goredis.Process
 // which is not subscribed yet.
 func TestFeed_SubscribeInterruptedBeforeItsReadMissesNothing(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	kill := &killPubSubOnRead{srv: srv}
-	b, h := startGated(t, srv, kill)
+	var kill atomic.Bool
+	b, h := startGated(t, srv, killPubSubOnRead(srv, &kill))
 	pub, _ := startGated(t, srv, nil)
 	ctx := context.Background()
 	if err := b.Subscribe(ctx, "user:warm"); err != nil {
 		t.Fatal(err)
 	}
-	kill.armed.Store(true)
+	kill.Store(true)
 	if err := b.Subscribe(ctx, "user:x"); err != nil {
 		t.Fatal(err)
 	}
@@ -220,31 +238,12 @@ func TestFeed_LateMessageOfAnOldEpochIsNoReset(t *testing.T) {
 	}
 }
 
-// failScripts fails the node's script calls (its reads of the log) while
-// armed; pub/sub still works.
-type failScripts struct{ armed atomic.Bool }
-
-func (f *failScripts) DialHook(next goredis.DialHook) goredis.DialHook { return next }
-func (f *failScripts) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
-	return next
-}
-func (f *failScripts) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
-	return func(ctx context.Context, cmd goredis.Cmder) error {
-		if (cmd.Name() == "evalsha" || cmd.Name() == "eval") && f.armed.Load() {
-			err := errors.New("LOADING Redis is loading the dataset in memory")
-			cmd.SetErr(err)
-			return err
-		}
-		return next(ctx, cmd)
-	}
-}
-
 // unreadable runs a node subscribed to user:e whose reads of the log fail
 // while fail is armed, and a publishing node beside it.
-func unreadable(t *testing.T) (srv *redistest.Server, fail *failScripts, h *gatedHandler, pub *redis.Broker) {
+func unreadable(t *testing.T) (srv *redistest.Server, fail *atomic.Bool, h *gatedHandler, pub *redis.Broker) {
 	srv = redistest.Start(t, redistest.Options{})
-	fail = &failScripts{}
-	b, h := startGated(t, srv, fail)
+	fail = new(atomic.Bool)
+	b, h := startGated(t, srv, failScripts(fail))
 	pub, _ = startGated(t, srv, nil)
 	if err := b.Subscribe(context.Background(), "user:e"); err != nil {
 		t.Fatal(err)
@@ -265,7 +264,7 @@ func TestFeed_NewEpochWhileTheLogIsUnreadableIsStillDelivered(t *testing.T) {
 	if _, err := srv.Do("DEL", "herald:{user:e}:meta", "herald:{user:e}:log"); err != nil {
 		t.Fatal(err)
 	}
-	fail.armed.Store(true)
+	fail.Store(true)
 	r, err := pub.Publish(ctx, "user:e", json.RawMessage(`{"n":2}`), channels.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -305,12 +304,12 @@ func TestFeed_LateMessageOfTheEpochLeftWhileTheLogIsUnreadable(t *testing.T) {
 		}
 	}
 	mark := len(h.since(0))
-	fail.armed.Store(true)
+	fail.Store(true)
 	if _, err := srv.Do("SPUBLISH", "herald:{user:e}", fmt.Sprintf(`%d:%s:{"n":1}`, old.Offset, old.Epoch)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second) // the node's attempts to read the log
-	fail.armed.Store(false)
+	fail.Store(false)
 	last, err := pub.Publish(ctx, "user:e", json.RawMessage(`{"n":3}`), channels.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -66,7 +66,7 @@ func TestHistory_LargePublicationsAreReadOnlyAsFarAsTheyFit(t *testing.T) {
 	}
 	for i := uint64(1); i <= count; i++ {
 		f := c.Expect("pub")
-		if o := uint64(f["offset"].(float64)); o != i {
+		if o := f.Offset(); o != i {
 			t.Fatalf("resume delivered offset %d, want %d", o, i)
 		}
 	}

@@ -25,7 +25,6 @@ type cfReply struct {
 		Code    int    `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
-	Connect   json.RawMessage `json:"connect"`
 	Subscribe *struct {
 		Epoch        string `json:"epoch"`
 		Offset       uint64 `json:"offset"`
@@ -75,7 +74,7 @@ func cfCall(ctx context.Context, conn *websocket.Conn, id int64, cmd string) (cf
 		if err != nil {
 			return cfReply{}, err
 		}
-		for _, m := range bytes.Split(b, []byte("\n")) {
+		for m := range bytes.SplitSeq(b, []byte("\n")) {
 			if bytes.Equal(m, cfPing) {
 				if err := conn.Write(ctx, websocket.MessageText, cfPing); err != nil {
 					return cfReply{}, err
@@ -103,13 +102,7 @@ var (
 // cfFrame accounts for one Centrifuge frame: newline-separated replies
 // and pushes. A ping ({}) is answered with a pong ({}).
 func (c *client) cfFrame(b []byte, clock time.Time, times sendTimes, t *tally) {
-	for len(b) > 0 {
-		m := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			m, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+	for m := range bytes.SplitSeq(b, []byte("\n")) {
 		switch {
 		case bytes.Equal(m, cfPing):
 			_ = c.conn.Write(context.Background(), websocket.MessageText, cfPing)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -142,10 +141,8 @@ func (c *client) open(ctx context.Context, d *dialer, i int, token string, since
 	}
 	c.conn = conn
 	if c.cf = d.centrifuge; c.cf {
-		if since != nil {
-			conn.CloseNow()
-			return controlFrame{}, errors.New("resume: not with -protocol centrifuge")
-		}
+		// Never with since: the options refuse the scenario that resumes
+		// here (soak) with -protocol centrifuge.
 		if err := c.cfOpen(ctx, token); err != nil {
 			conn.CloseNow()
 			return controlFrame{}, err
