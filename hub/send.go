@@ -182,7 +182,16 @@ func (c *client) writeFailed() {
 	c.mu.Lock()
 	c.writing = false
 	c.mu.Unlock()
-	c.closeNow(websocket.StatusAbnormalClosure)
+	c.broken()
+}
+
+// broken ends the session after a write or a ping failed, unless a close
+// handshake, the client's or herald's, is under way: the write failed
+// because of it, and it ends the session with its own code.
+func (c *client) broken() {
+	if !c.wire.closeStarted() {
+		c.closeNow(websocket.StatusAbnormalClosure)
+	}
 }
 
 // waitRoom blocks until at most limit bytes wait to be written to the

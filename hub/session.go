@@ -233,7 +233,7 @@ func (c *client) ping() {
 	defer cancel()
 	if err := c.conn.Ping(ctx); err != nil {
 		// A ping that timed out has already closed the connection.
-		c.closeNow(websocket.StatusAbnormalClosure)
+		c.broken()
 		return
 	}
 	c.mu.Lock()

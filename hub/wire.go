@@ -264,6 +264,16 @@ func (w *wire) Write(p []byte) (int, error) {
 	w.whole += n
 	w.urgent = w.urgent || control
 	w.closeSent = w.closeSent || closing
+	if closing {
+		// The library closes the connection right after its close frame
+		// (answering the client's at once), which drops anything still
+		// gathered: the frame must be out by then, not left behind the
+		// hub's write under way. That write ends, or the library's write
+		// timeout closes the connection.
+		for w.flushing {
+			w.idle.Wait()
+		}
+	}
 	return len(p), w.flush()
 }
 
@@ -302,6 +312,13 @@ func (w *wire) flush() error {
 	}
 	w.mu.Unlock()
 	return err
+}
+
+// closeStarted reports that a close frame went out or is about to.
+func (w *wire) closeStarted() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closeSent
 }
 
 // Close closes the connection, which ends a write blocked on it, and

@@ -162,6 +162,57 @@ func TestWire_NoDataFrameAfterAClose(t *testing.T) {
 	}
 }
 
+// TestWire_ACloseFrameIsWrittenBeforeTheLibraryCloses: the library answers
+// a client's close frame and closes the connection at once. If the hub's
+// writer is then half way through a frame, the answer must not be left
+// gathered behind it, where closing drops it: the client would see the
+// connection end without a close frame (1006 instead of its own 1000).
+func TestWire_ACloseFrameIsWrittenBeforeTheLibraryCloses(t *testing.T) {
+	server, client := net.Pipe()
+	defer client.Close()
+	w := newWire(server)
+	data := frameOf(0x1, "subscribed")
+	written := make(chan error, 1)
+	go func() { written <- w.writeFrame(data) }() // blocks: the client reads nothing yet
+	waitWire := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			w.mu.Lock()
+			ok := cond()
+			w.mu.Unlock()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	waitWire("the writer never started", func() bool { return w.flushing })
+	closeFrame := frameOf(0x8, "\x03\xe8")
+	closed := make(chan error, 1)
+	go func() { // what the library does on a client's close frame
+		_, err := w.Write(closeFrame)
+		w.Close()
+		closed <- err
+	}()
+	waitWire("the close frame never reached the wire", func() bool { return w.closeSent })
+	time.Sleep(20 * time.Millisecond) // time for a Close that does not wait
+	got := make([]byte, len(data)+len(closeFrame))
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatalf("the client read %q, then %v", got, err)
+	}
+	if want := append(bytes.Clone(data), closeFrame...); !bytes.Equal(got, want) {
+		t.Fatalf("the client read %q, want %q", got, want)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("writing the close frame: %v", err)
+	}
+	if err := <-written; err != nil {
+		t.Fatalf("writing the data frame: %v", err)
+	}
+}
+
 // TestWire_TryWriteNeverWaitsAndKeepsTheRest fills a real socket whose
 // peer does not read: tryWrite must return at once, and whatever part of
 // a frame the socket did not take must reach the peer first, whole, once

@@ -182,3 +182,41 @@ func TestMetrics_BrokerErrorsAreCountedByOperationAndKind(t *testing.T) {
 		t.Errorf("unavailable ingress: %v", got)
 	}
 }
+
+// TestMetrics_ClientsClosingMidStreamAreCountedWithTheirCode: a client that
+// closes with 1000 while publications are still being written to it ended
+// its session cleanly, and the metrics must say so, not 1006. Both the
+// answer to its close frame and herald's writer race the library's
+// closing of the connection.
+func TestMetrics_ClientsClosingMidStreamAreCountedWithTheirCode(t *testing.T) {
+	n := heraldtest.Start(t, heraldtest.Config())
+	const clients = 30
+	for i := 0; i < clients; i++ {
+		c := heraldtest.Connect(t, n, heraldtest.Token(t, "1", ""))
+		c.Subscribe("user:1")
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n.PublishDirect(t, "user:1", `{"j":1}`)
+			}
+		}()
+		c.Expect("pub")
+		if err := c.Conn.Close(1000, "bye"); err != nil {
+			t.Errorf("client %d: close handshake: %v", i, err)
+		}
+		close(stop)
+		<-done
+	}
+	n.WaitMetric(t, 0, "herald_connections")
+	m := n.Metrics(t)
+	if got := m.Get("herald_closes_total", "code", "1000"); got != clients {
+		t.Errorf("closes with 1000: %v, want %d (1006: %v)", got, clients, m.Get("herald_closes_total", "code", "1006"))
+	}
+}
