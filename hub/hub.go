@@ -287,6 +287,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.wire = up.wire
 	switch h.register(c) {
 	case StatusShuttingDown:
+		h.opts.Metrics.Closed(int(StatusShuttingDown))
 		conn.Close(StatusShuttingDown, "node shutting down")
 		return
 	case StatusRateLimited:

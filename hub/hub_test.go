@@ -2,7 +2,9 @@ package hub_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -340,6 +342,40 @@ func TestOversizeFrameCloses1009(t *testing.T) {
 	pad := 64<<10 - len(`{"type":"ping","pad":""}`)
 	c.SendRaw([]byte(fmt.Sprintf(`{"type":"ping","pad":"%s"}`, strings.Repeat("x", pad))))
 	c.Expect("pong")
+}
+
+// A frame the websocket library itself refuses (here an unknown opcode)
+// is answered with a 1002 close, and the session is counted as ended by
+// it, not as a connection that went away (1006).
+func TestFrameTheLibraryRefusesCloses1002AndIsCountedSo(t *testing.T) {
+	n := start(t, nil)
+	conn, r := upgradeRaw(t, n, "Authorization: Bearer "+heraldtest.Token(t, "42", "")+"\r\n")
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(wsFrame(3, nil)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		head := make([]byte, 2)
+		if _, err := io.ReadFull(r, head); err != nil {
+			t.Fatalf("no close frame: %v", err)
+		}
+		payload := make([]byte, head[1]&0x7f) // the node's frames here are short
+		if _, err := io.ReadFull(r, payload); err != nil {
+			t.Fatal(err)
+		}
+		if head[0]&0x0f != 0x8 {
+			continue // connected
+		}
+		if len(payload) < 2 || binary.BigEndian.Uint16(payload) != 1002 {
+			t.Fatalf("close frame %x, want code 1002", payload)
+		}
+		break
+	}
+	n.WaitMetric(t, 0, "herald_connections")
+	m := n.Metrics(t)
+	if got := m.Get("herald_closes_total", "code", "1002"); got != 1 {
+		t.Errorf("closes with 1002: %v (1006: %v)", got, m.Get("herald_closes_total", "code", "1006"))
+	}
 }
 
 func TestTokenExpiryCloses4008UnlessRefreshed(t *testing.T) {

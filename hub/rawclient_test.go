@@ -1,9 +1,17 @@
 package hub_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
 	"time"
 
 	"github.com/coder/websocket"
@@ -60,4 +68,27 @@ func wsFrame(opcode byte, payload []byte) []byte {
 		f = binary.BigEndian.AppendUint16(append(f, 0x80|126), uint16(n))
 	}
 	return append(append(f, 0, 0, 0, 0), payload...)
+}
+
+// upgradeRaw opens a websocket session on a bare TCP connection, for tests
+// that write frames no client library would; extra is more header lines.
+// What the server sends comes from the returned reader.
+func upgradeRaw(t *testing.T, n *heraldtest.Node, extra string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(n.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	key := make([]byte, 16)
+	_, _ = rand.Read(key)
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Protocol: herald.v1\r\n%s\r\n",
+		base64.StdEncoding.EncodeToString(key), extra)
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	return conn, r
 }

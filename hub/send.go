@@ -185,12 +185,22 @@ func (c *client) writeFailed() {
 	c.broken()
 }
 
-// broken ends the session after a write or a ping failed, unless a close
-// handshake, the client's or herald's, is under way: the write failed
-// because of it, and it ends the session with its own code.
+// broken ends the session after a write or a ping failed. When a close
+// frame is already on its way (herald's own, the answer to the client's,
+// or the library's 1002 for a protocol error) the write failed because of
+// it: the session ends with that frame's code, and its handshake is
+// finished rather than cut short, which would drop the frame.
 func (c *client) broken() {
-	if !c.wire.closeStarted() {
+	code := c.wire.sentClose()
+	if code == 0 {
 		c.closeNow(websocket.StatusAbnormalClosure)
+		return
+	}
+	if c.markClosing(code) {
+		go func() {
+			_ = c.conn.Close(code, "") // the frame is out: this waits for the answer
+			c.stop()
+		}()
 	}
 }
 

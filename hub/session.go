@@ -304,7 +304,8 @@ func (c *client) markClosing(code websocket.StatusCode) bool {
 }
 
 // cleanup runs when the session's read loop ends: it leaves every channel
-// and makes sure the connection is closed.
+// and, unless herald ended the session, counts how it ended and closes the
+// connection. (A close frame the library sent has been written by then.)
 func (c *client) cleanup() {
 	for _, s := range c.subs {
 		c.leave(s)
@@ -313,19 +314,23 @@ func (c *client) cleanup() {
 	closing := c.closing
 	c.mu.Unlock()
 	if !closing {
-		c.closeNow(peerCode(c.readErr))
+		c.closeNow(c.endCode())
 	}
 }
 
-// peerCode is how a read loop that herald did not end was ended: the
-// peer's close code, 1009 for a frame over the read limit (the library
-// closed it), or 1006 for a connection that simply went away.
-func peerCode(err error) websocket.StatusCode {
-	if errors.Is(err, websocket.ErrMessageTooBig) {
-		return websocket.StatusMessageTooBig
-	}
-	if code := websocket.CloseStatus(err); code != -1 {
+// endCode is how a session that herald did not end was ended: the
+// client's close code, the code of the close frame the library answered
+// with (1002 for a protocol error), 1009 for a frame over the read limit,
+// or 1006 for a connection that simply went away.
+func (c *client) endCode() websocket.StatusCode {
+	if code := websocket.CloseStatus(c.readErr); code != -1 {
 		return code
+	}
+	if code := c.wire.sentClose(); code != 0 {
+		return code
+	}
+	if errors.Is(c.readErr, websocket.ErrMessageTooBig) {
+		return websocket.StatusMessageTooBig
 	}
 	return websocket.StatusAbnormalClosure
 }

@@ -1,12 +1,8 @@
 package hub_test
 
 import (
-	"bufio"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -20,21 +16,8 @@ import (
 // queue): the node closes it after a bounded amount.
 func TestStalledClientSendingPingsIsClosed(t *testing.T) {
 	n := start(t, nil)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(n.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn, _ := upgradeRaw(t, n, "")
 	_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
-	key := make([]byte, 16)
-	_, _ = rand.Read(key)
-	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Protocol: herald.v1\r\n\r\n",
-		base64.StdEncoding.EncodeToString(key))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
 	send := func(b []byte) error {
 		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		_, err := conn.Write(b)

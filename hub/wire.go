@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/coder/websocket"
 )
 
 // What a connection is read and written through. On hijack net/http hands
@@ -107,13 +109,15 @@ type wire struct {
 	try  *rawWrite
 	held atomic.Bool
 
-	mu        sync.Mutex
-	idle      sync.Cond // signalled when flushing ends; L is &mu
-	buf       *[]byte   // gathered bytes, from gatherPool; nil when there are none
-	whole     int       // length of the prefix of buf made of complete frames
-	urgent    bool      // a control frame is gathered
-	flushing  bool      // a goroutine is writing; it writes what is gathered meanwhile
-	closeSent bool      // a close frame was gathered: no data frame may follow
+	mu       sync.Mutex
+	idle     sync.Cond // signalled when flushing ends; L is &mu
+	buf      *[]byte   // gathered bytes, from gatherPool; nil when there are none
+	whole    int       // length of the prefix of buf made of complete frames
+	urgent   bool      // a control frame is gathered
+	flushing bool      // a goroutine is writing; it writes what is gathered meanwhile
+	// closeCode is the code of the close frame gathered (1005 when it has
+	// none), 0 before one; no data frame may follow it.
+	closeCode int
 }
 
 func newWire(conn net.Conn) *wire {
@@ -149,7 +153,7 @@ func (w *wire) writeFrame(f []byte) error {
 	for w.flushing {
 		w.idle.Wait()
 	}
-	if w.closeSent {
+	if w.closeCode != 0 {
 		w.mu.Unlock()
 		return net.ErrClosed
 	}
@@ -188,7 +192,7 @@ func (w *wire) tryWrite(f []byte) (n int, pending bool, err error) {
 		return 0, false, nil
 	}
 	w.mu.Lock()
-	if w.closeSent {
+	if w.closeCode != 0 {
 		w.mu.Unlock()
 		return 0, false, net.ErrClosed
 	}
@@ -260,11 +264,13 @@ func (w *wire) Write(p []byte) (int, error) {
 	}
 	b := append(w.gatherBuf(), p...)
 	*w.buf = b
-	n, control, closing := wholeFrames(b[w.whole:])
+	n, control, code := wholeFrames(b[w.whole:])
 	w.whole += n
 	w.urgent = w.urgent || control
-	w.closeSent = w.closeSent || closing
-	if closing {
+	if code != 0 && w.closeCode == 0 {
+		w.closeCode = code
+	}
+	if code != 0 {
 		// The library closes the connection right after its close frame
 		// (answering the client's at once), which drops anything still
 		// gathered: the frame must be out by then, not left behind the
@@ -314,11 +320,12 @@ func (w *wire) flush() error {
 	return err
 }
 
-// closeStarted reports that a close frame went out or is about to.
-func (w *wire) closeStarted() bool {
+// sentClose returns the code of the close frame that went out or is
+// about to (1005 for one without a code), or 0 before one.
+func (w *wire) sentClose() websocket.StatusCode {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.closeSent
+	return websocket.StatusCode(w.closeCode)
 }
 
 // Close closes the connection, which ends a write blocked on it, and
@@ -332,15 +339,24 @@ func (w *wire) Close() error {
 }
 
 // wholeFrames returns the length of the complete websocket frames at the
-// start of b, and whether one of them is a control frame, or a close frame.
-func wholeFrames(b []byte) (n int, control, closing bool) {
+// start of b, whether one of them is a control frame, and the code of the
+// first close frame among them: 0 when there is none, 1005 when it has no
+// code.
+func wholeFrames(b []byte) (n int, control bool, closeCode int) {
 	for {
 		size, ok := frameSize(b[n:])
 		if !ok || size > len(b)-n {
-			return n, control, closing
+			return n, control, closeCode
 		}
 		control = control || b[n]&0x08 != 0
-		closing = closing || b[n]&0x0f == 0x8
+		if b[n]&0x0f == 0x8 && closeCode == 0 {
+			// A close frame's payload is at most 125 bytes: a 2-byte
+			// header (frames here are unmasked), then the code.
+			closeCode = int(websocket.StatusNoStatusRcvd)
+			if size >= 4 {
+				closeCode = int(binary.BigEndian.Uint16(b[n+2:]))
+			}
+		}
 		n += size
 	}
 }

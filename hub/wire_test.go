@@ -196,7 +196,7 @@ func TestWire_ACloseFrameIsWrittenBeforeTheLibraryCloses(t *testing.T) {
 		w.Close()
 		closed <- err
 	}()
-	waitWire("the close frame never reached the wire", func() bool { return w.closeSent })
+	waitWire("the close frame never reached the wire", func() bool { return w.closeCode != 0 })
 	time.Sleep(20 * time.Millisecond) // time for a Close that does not wait
 	got := make([]byte, len(data)+len(closeFrame))
 	if _, err := io.ReadFull(client, got); err != nil {

@@ -16,7 +16,7 @@ type EventTimeFunc func(data []byte) (time.Time, bool)
 // closeCodes are the close codes counted under their own label; any other
 // code a client sends is counted as "other". 1006 stands for a connection
 // that ended without a close handshake (dropped, or unanswered pings).
-var closeCodes = []int{1000, 1001, 1006, 1009, 1013, 4001, 4002, 4008, 4009, 4010, 4029}
+var closeCodes = []int{1000, 1001, 1002, 1006, 1009, 1013, 4001, 4002, 4008, 4009, 4010, 4029}
 
 // Hub is what the websocket hub reports. Its methods are cheap enough for
 // the fan-out path: an atomic add on a series resolved at start-up.
