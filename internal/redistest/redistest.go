@@ -6,12 +6,14 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,11 +57,23 @@ func Binary(t testing.TB) string {
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	Binary(t)
-	s := &Server{t: t, opts: opts, dir: t.TempDir(), port: freePort(t)}
-	s.start()
+	s := &Server{t: t, opts: opts, dir: t.TempDir()}
 	t.Cleanup(s.Stop)
-	return s
+	for try := 1; ; try++ {
+		s.port = freePort(t)
+		err := s.launch()
+		if err == nil {
+			return s
+		}
+		if !errors.Is(err, errPortTaken) || try == 3 {
+			t.Fatal(err)
+		}
+	}
 }
+
+// errPortTaken: another process took the port between freePort and the
+// server's start.
+var errPortTaken = errors.New("the port was taken")
 
 // Addr is host:port.
 func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
@@ -69,6 +83,14 @@ func (s *Server) URL() string { return "redis://" + s.Addr() }
 
 func (s *Server) start() {
 	s.t.Helper()
+	if err := s.launch(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// launch starts the server and waits until it answers, checking that the
+// answer comes from it and not from another process on its port.
+func (s *Server) launch() error {
 	args := []string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--protected-mode", "no", "--loglevel", "warning",
@@ -86,20 +108,43 @@ func (s *Server) start() {
 	cmd := exec.Command(Binary(s.t), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("starting redis-server: %v", err)
+		return fmt.Errorf("starting redis-server: %v", err)
 	}
-	go func() { _ = cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	s.mu.Lock()
 	s.cmd = cmd
 	s.mu.Unlock()
+	ours := "process_id:" + strconv.Itoa(cmd.Process.Pid)
+	logged := func() string {
+		log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+		return string(log)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		select {
+		case <-exited:
+			s.mu.Lock()
+			s.cmd = nil
+			s.mu.Unlock()
+			return fmt.Errorf("%w: redis-server on %s exited:\n%s", errPortTaken, s.Addr(), logged())
+		default:
+		}
 		if reply, err := s.Do("PING"); err == nil && reply == "PONG" {
-			return
+			info, err := s.Do("INFO", "server")
+			if err == nil && slices.Contains(strings.Split(info, "\r\n"), ours) {
+				return nil
+			}
+			if err == nil { // ours is still starting, and fails to bind
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				s.mu.Lock()
+				s.cmd = nil
+				s.mu.Unlock()
+				return fmt.Errorf("%w: another redis-server answers on %s", errPortTaken, s.Addr())
+			}
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			s.t.Fatalf("redis-server on %s did not answer PING:\n%s", s.Addr(), log)
+			return fmt.Errorf("redis-server on %s did not answer PING:\n%s", s.Addr(), logged())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
