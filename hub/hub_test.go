@@ -380,14 +380,14 @@ func TestFrameTheLibraryRefusesCloses1002AndIsCountedSo(t *testing.T) {
 
 func TestTokenExpiryCloses4008UnlessRefreshed(t *testing.T) {
 	n := start(t, nil)
-	expiring := heraldtest.Connect(t, n, heraldtest.TokenTTL(t, 1500*time.Millisecond, "42", ""))
-	refreshed := heraldtest.Connect(t, n, heraldtest.TokenTTL(t, 1500*time.Millisecond, "42", ""))
+	expiring := heraldtest.Connect(t, n, heraldtest.TokenTTL(t, 3*time.Second, "42", ""))
+	refreshed := heraldtest.Connect(t, n, heraldtest.TokenTTL(t, 3*time.Second, "42", ""))
 	refreshed.Send(map[string]any{"id": 5, "type": "refresh", "token": heraldtest.Token(t, "42", "")})
 	f := refreshed.Expect("refreshed")
 	if f["id"] != float64(5) || f["expires"].(float64) < float64(time.Now().Add(50*time.Minute).Unix()) {
 		t.Fatalf("refreshed %v", f)
 	}
-	if code := expiring.CloseStatus(5 * time.Second); code != hub.StatusTokenExpired {
+	if code := expiring.CloseStatus(10 * time.Second); code != hub.StatusTokenExpired {
 		t.Fatalf("close code %d, want 4008", code)
 	}
 	time.Sleep(time.Second)
@@ -416,7 +416,7 @@ func TestRefresh_Refusals(t *testing.T) {
 func TestServerPingsDropDeadPeers(t *testing.T) {
 	n := start(t, func(c *server.Config) {
 		c.Hub.PingInterval = 100 * time.Millisecond
-		c.Hub.PongTimeout = 300 * time.Millisecond
+		c.Hub.PongTimeout = time.Second
 	})
 	alive := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
 	dead := heraldtest.Connect(t, n, heraldtest.Token(t, "43", ""))
@@ -437,9 +437,14 @@ func TestServerPingsDropDeadPeers(t *testing.T) {
 			pongs <- f
 		}
 	}()
-	time.Sleep(1500 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); n.Server.Hub().Clients() != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d clients connected, want only the one answering pings", n.Server.Hub().Clients())
+		}
+	}
+	time.Sleep(1500 * time.Millisecond) // a dozen more pings, each answered
 	if got := n.Server.Hub().Clients(); got != 1 {
-		t.Fatalf("%d clients connected, want only the one answering pings", got)
+		t.Fatalf("%d clients connected, want the one answering pings", got)
 	}
 	if _, err := dead.ReadTimeout(2 * time.Second); err == nil {
 		t.Fatal("dead peer still gets frames")

@@ -118,7 +118,10 @@ func TestReplay_LargePublicationWaitsWithoutRereading(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	before := b.reads.Load()
 	time.Sleep(time.Second)
-	if reads := b.reads.Load() - before; reads > 0 {
+	// A loaded machine may take the resume's own two reads (the
+	// subscribe's, then the first page) into the second; the bug it
+	// guards against read thousands of times.
+	if reads := b.reads.Load() - before; reads > 2 {
 		t.Errorf("the resume read the log %d times in a second without queueing anything (%d bytes queued)", reads, queued())
 	}
 

@@ -216,6 +216,21 @@ func TestFeed_LateMessageOfAnOldEpochIsNoReset(t *testing.T) {
 	}
 	opened = true
 	close(h.gate)
+	// Wait for the re-read to reset the channel, then for long enough to
+	// see a second reset, which is the bug.
+	resetSeen := func() bool {
+		for _, e := range h.since(mark) {
+			if e.ch == other && e.reset {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(10 * time.Second); !resetSeen(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s was never reset after the break", other)
+		}
+	}
 	time.Sleep(time.Second)
 	epochs := map[string]bool{}
 	seen := map[string]bool{}

@@ -58,7 +58,7 @@ func slowIngress(t *testing.T, addr string, body []byte) (finish func() (*http.R
 // flight still gets its 200, and the process exits 0.
 func TestServe_SIGTERMDrains(t *testing.T) {
 	addr := freeAddr(t)
-	const window = 2 * time.Second
+	const window = 4 * time.Second // long enough for a loaded machine's delays to stay small beside it
 	node := startNode(t, addr, "HERALD_DRAIN_WINDOW="+window.String(), "HERALD_SHUTDOWN_TIMEOUT=10s")
 
 	const clients = 4
@@ -135,23 +135,24 @@ func TestServe_SIGTERMDrains(t *testing.T) {
 		}
 	}
 	sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
-	// Client i is due at i*window/clients: 0, 0.5s, 1s, 1.5s.
+	// Client i is due at i*window/clients: 0, 1s, 2s, 3s. Closing all at
+	// once would put them within milliseconds of each other.
 	step := window / clients
 	if at[0] > step/2 {
 		t.Errorf("first close after %v", at[0])
 	}
 	for i := 1; i < clients; i++ {
-		if gap := at[i] - at[i-1]; gap < step/2 {
+		if gap := at[i] - at[i-1]; gap < step/4 {
 			t.Errorf("closes not spread: %v", at)
 		}
 	}
-	if last := at[clients-1]; last > window {
+	if last := at[clients-1]; last > window+step/2 {
 		t.Errorf("last close after %v, beyond the %v window", last, window)
 	}
 	if code := node.exitCode(t, 10*time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGTERM:\n%s", code, node.stderr)
 	}
-	if took := time.Since(sigterm); took > window+2*time.Second {
+	if took := time.Since(sigterm); took > window+3*time.Second {
 		t.Errorf("exited %v after SIGTERM", took)
 	}
 	if !strings.Contains(node.stderr.String(), `"msg":"stopped"`) {
@@ -172,10 +173,10 @@ func TestServe_ShutdownTimeoutIsAHardDeadline(t *testing.T) {
 	if err := node.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := node.exitCode(t, 5*time.Second); code != 1 {
+	if code := node.exitCode(t, 10*time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1:\n%s", code, node.stderr)
 	}
-	if took := time.Since(sigterm); took < time.Second || took > 2500*time.Millisecond {
+	if took := time.Since(sigterm); took < time.Second || took > 4*time.Second {
 		t.Errorf("exited %v after SIGTERM with a 1s shutdown timeout", took)
 	}
 	if !strings.Contains(node.stderr.String(), "shutdown cut after") {
@@ -203,7 +204,7 @@ func TestRun_BadConfigurationFailsFast(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, "herald: configuration: "+tc.want) {
 			t.Errorf("env %v: exit %d, %q; want 2 and %q", tc.env, code, errOut, tc.want)
 		}
-		if time.Since(start) > time.Second {
+		if time.Since(start) > 5*time.Second { // a refusal does not wait for anything
 			t.Errorf("env %v: took %v to refuse", tc.env, time.Since(start))
 		}
 	}

@@ -121,6 +121,9 @@ func (p *proc) exitCode(t *testing.T, d time.Duration) int {
 // must come back on the same address.
 func freeAddr(t *testing.T) string {
 	t.Helper()
+	// The binary first: building it takes seconds, in which another
+	// process could take a port picked before.
+	heraldBin(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

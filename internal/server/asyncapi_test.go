@@ -163,7 +163,7 @@ func TestAsyncAPI_MatchesTheServer(t *testing.T) {
 	proto := heraldtest.Connect(t, n, token)
 	proto.SendRaw([]byte(`{"type":"dance"}`))
 	closed(proto, 4002)
-	expiring := heraldtest.Connect(t, n, heraldtest.TokenTTL(t, time.Second, "42", ""))
+	expiring := heraldtest.Connect(t, n, heraldtest.TokenTTL(t, 3*time.Second, "42", ""))
 	closed(expiring, 4008)
 	slow := heraldtest.Connect(t, n, heraldtest.Token(t, "7", ""))
 	slow.Subscribe("user:7")
