@@ -204,7 +204,7 @@ export function connect(options) {
   let everConnected = false;
   let stopped = false;
   let nextID = 1;
-  let failures = 0; // consecutive attempts that did not reach connected
+  let failures = 0; // consecutive attempts that did not reach connected, or whose session ended within a second
   let limited = 0; // consecutive sessions closed with 4029 (rate limited)
   let urlIndex = 0;
   let token = opts.token || null;
@@ -609,7 +609,6 @@ export function connect(options) {
     connectTimer = null;
     connected = true;
     connectedAt = now();
-    failures = 0;
     expiresMs = Number(f.expires) * 1000;
     const reconnected = everConnected;
     everConnected = true;
@@ -779,8 +778,13 @@ export function connect(options) {
     if (stopped) return;
 
     // A session that ended within a second is no proof the server is
-    // healthy: no instant retry then, so a loop cannot spin.
+    // healthy: no instant retry then, and it counts as a failed attempt,
+    // so a server that accepts and at once closes again (a 1013 while its
+    // broker is down, say) is retried ever more slowly, not several times
+    // a second. A longer one starts the backoff afresh.
     const instant = wasConnected && uptime >= 1000;
+    if (wasConnected) failures = instant ? 0 : failures + 1;
+    const later = () => backoffDelay(Math.max(failures - 1, 0), backoff, random);
     // Rate limiting counts across sessions (each one reaches connected
     // before it is closed): only a session that lasted a minute forgets it.
     if (code !== CloseCode.RATE_LIMITED || uptime >= 60_000) limited = 0;
@@ -793,17 +797,17 @@ export function connect(options) {
         if (!opts.getToken) return halt(code, reason, 'unauthorized', 'the token was refused: ' + reason);
         fail('unauthorized', 'the token was refused (' + reason + '); asking getToken for another', {});
         token = null;
-        failures++;
-        return schedule(backoffDelay(failures - 1, backoff, random), code, reason);
+        if (!wasConnected) failures++;
+        return schedule(later(), code, reason);
       case CloseCode.TOKEN_EXPIRED:
         if (!opts.getToken) return halt(code, reason, 'token_expired', 'the token expired and there is no getToken to renew it');
         token = null;
-        return schedule(instant ? 0 : backoffDelay(failures, backoff, random), code, reason);
+        return schedule(instant ? 0 : later(), code, reason);
       case CloseCode.SHUTTING_DOWN:
         urlIndex++; // that node is going away: try the next one first
-        return schedule(instant ? 0 : backoffDelay(failures, backoff, random), code, reason);
+        return schedule(instant ? 0 : later(), code, reason);
       case CloseCode.TOO_SLOW:
-        return schedule(instant ? 0 : backoffDelay(failures, backoff, random), code, reason);
+        return schedule(instant ? 0 : later(), code, reason);
       case CloseCode.RATE_LIMITED:
         // Too many connections from this address, or frames too fast:
         // never at once, and later each time it happens again.
@@ -816,9 +820,8 @@ export function connect(options) {
     if (!wasConnected) {
       failures++;
       urlIndex++;
-      return schedule(backoffDelay(failures - 1, backoff, random), code, reason);
     }
-    return schedule(backoffDelay(0, backoff, random), code, reason);
+    return schedule(later(), code, reason);
   }
 
   /**

@@ -126,6 +126,28 @@ test('backoff grows with each failed attempt, is capped, and resets once connect
   assert.equal(named(events, 'reconnecting').at(-1).delay, 1000);
 });
 
+test('a server that accepts and at once closes is retried ever more slowly', async () => {
+  const { clock, sockets, client, events } = setup();
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  clock.randomValue = 0.999999; // the top of each jitter range
+  const delays = [];
+  for (let i = 0; i < 5; i++) {
+    sockets.at(-1).accept();
+    await clock.advance(100);
+    sockets.at(-1).serverClose(1013, 'broker unavailable');
+    const r = named(events, 'reconnecting').at(-1);
+    delays.push(r.delay);
+    await clock.advance(r.delay);
+  }
+  assert.deepEqual(delays, [1000, 2000, 4000, 8000, 8000]);
+  // A session that lasts starts the backoff afresh.
+  sockets.at(-1).accept();
+  await clock.advance(5000);
+  sockets.at(-1).serverClose(1013, 'broker unavailable');
+  assert.equal(named(events, 'reconnecting').at(-1).delay, 1000);
+});
+
 test('backoff jitter spreads clients between half and all of the delay', () => {
   const opts = { initial: 1000, max: 30000, factor: 2 };
   assert.equal(backoffDelay(0, opts, () => 0), 500);
