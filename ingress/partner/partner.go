@@ -117,10 +117,11 @@ func recognise(body ingress.Object) (string, ingress.Object, error) {
 	}
 	if name == "" {
 		switch {
-		case body.Has("externalUserId") && (body.Has("balances") || body.Has("status")):
-			return userStatus, body, nil
+		// A transfer may name its user too: the IBAN tells it first.
 		case body.Has("destinationIban"):
 			return "sepa_transfer.status_changed", body, nil
+		case body.Has("externalUserId") && (body.Has("balances") || body.Has("status")):
+			return userStatus, body, nil
 		}
 		return "", nil, ingress.Unknown("no event_type and not a webhook this version recognises by shape")
 	}

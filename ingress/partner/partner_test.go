@@ -208,6 +208,19 @@ func TestOutOfOrderIsPublishedStale(t *testing.T) {
 	}
 }
 
+// A SEPA transfer without event_type is recognised by its IBAN, also when
+// it names its user, which would otherwise make it a user status.
+func TestParse_SEPATransferNamingItsUser(t *testing.T) {
+	ev, err := partner.Parse(&ingress.Request{Body: []byte(`{"id":"t1","externalUserId":"` + alice + `",` +
+		`"destinationIban":"PL49109024028743516259813188","status":"SUCCESSFUL","amount":"3.8","currency":"eur"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != "transfer.sepa" || ev.Status != ingress.StatusSucceeded || ev.User != alice || ev.Amounts["amount"].Value != "3.8" {
+		t.Fatalf("%+v", ev)
+	}
+}
+
 func TestParse_Refusals(t *testing.T) {
 	heraldtest.CheckRefusals(t, partner.Parse, ingress.ErrUnknownEvent, map[string]string{
 		"unknown event_type":  `{"event_type":"card.frozen","data":{}}`,
