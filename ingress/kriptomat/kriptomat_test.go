@@ -168,6 +168,32 @@ func TestMasterBalanceAlertRepeatsHourly(t *testing.T) {
 	}
 }
 
+// The threshold is read from the alert's message, thousands grouped or
+// not; a number that may carry a decimal comma gives none rather than a
+// wrong one.
+func TestMasterBalanceThreshold(t *testing.T) {
+	for msg, want := range map[string]string{
+		"Balance low, BTC balance below 1.00":           "1.00",
+		"Balance low, EUR balance below 1,000.50":       "1000.50",
+		"Balance low, EUR balance below 12,345,678":     "12345678",
+		"Balance low, EUR balance below 250, top it up": "250",
+		"Balance low, EUR balance below 1,5":            "",
+		"Balance low":                                   "",
+	} {
+		body, _ := json.Marshal(map[string]string{"error": msg})
+		ev, err := kriptomat.Parse(&ingress.Request{Body: body, Now: time.Now()})
+		if err != nil {
+			t.Fatalf("%q: %v", msg, err)
+		}
+		if got := ev.Amounts["threshold"].Value; got != want {
+			t.Errorf("%q: threshold %q, want %q", msg, got, want)
+		}
+		if ev.Details["message"] != msg {
+			t.Errorf("%q: message %v", msg, ev.Details["message"])
+		}
+	}
+}
+
 func TestPendingAfterSuccessIsPublishedStale(t *testing.T) {
 	n := heraldtest.Start(t, heraldtest.Config())
 	success := `{"user_id":5,"id":77,"type":"FIAT_DEPOSIT","amount":10.00,"state":"SUCCESS"}`
