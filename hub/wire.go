@@ -267,10 +267,10 @@ func (w *wire) Write(p []byte) (int, error) {
 	n, control, code := wholeFrames(b[w.whole:])
 	w.whole += n
 	w.urgent = w.urgent || control
-	if code != 0 && w.closeCode == 0 {
-		w.closeCode = code
-	}
 	if code != 0 {
+		if w.closeCode == 0 {
+			w.closeCode = code
+		}
 		// The library closes the connection right after its close frame
 		// (answering the client's at once), which drops anything still
 		// gathered: the frame must be out by then, not left behind the
