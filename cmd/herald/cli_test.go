@@ -396,6 +396,42 @@ func TestCLI_RoundTrip(t *testing.T) {
 	}
 }
 
+// An interrupted tail closes its connection with 1001 (going away), which
+// the node counts as such, not as a dropped connection (1006).
+func TestTail_InterruptSaysGoodbye(t *testing.T) {
+	addr := freeAddr(t)
+	startNode(t, addr)
+	cli := nodeEnv(addr, "HERALD_URL=http://"+addr)
+	tail := startProc(t, append(cli, "HERALD_TOKEN="+clientToken(t, "84624")), "tail", "user:84624")
+	tail.waitOutput(t, "subscribed to user:84624", 10*time.Second)
+	if err := tail.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := tail.exitCode(t, 10*time.Second); code != 0 {
+		t.Fatalf("tail: exit %d\n%s", code, tail.stderr)
+	}
+	var m heraldtest.Metrics
+	for deadline := time.Now().Add(10 * time.Second); m.Get("herald_connections_total") == 0 || m.Get("herald_connections") != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node still counts the connection: %v", m.Get("herald_connections"))
+		}
+		req, _ := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err = heraldtest.ParseMetrics(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.Get("herald_closes_total", "code", "1001"); got != 1 {
+		t.Errorf("closes with 1001: %v (1006: %v)", got, m.Get("herald_closes_total", "code", "1006"))
+	}
+}
+
 // Every flag a subcommand takes is in the synopsis its --help opens with.
 func TestCommands_SynopsisNamesEveryFlag(t *testing.T) {
 	flagLine := regexp.MustCompile(`(?m)^  -(\S+)`)

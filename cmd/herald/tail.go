@@ -145,13 +145,18 @@ func (t *tailer) session(ctx context.Context) (subscribed bool, err error) {
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(8 << 20)
+	// Interrupted, tail says goodbye (1001) rather than vanish: the node
+	// then counts a client that left, not a dropped connection. (Reading
+	// with ctx would drop the connection the moment it is cancelled.)
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close(websocket.StatusGoingAway, "") })
+	defer stop()
 
 	sub := map[string]any{"id": 1, "type": "subscribe", "channel": t.channel}
 	if t.pos != nil {
 		sub["since"] = t.pos
 	}
 	for {
-		_, data, err := conn.Read(ctx)
+		_, data, err := conn.Read(context.Background())
 		if err != nil {
 			return subscribed, closeError(err)
 		}
