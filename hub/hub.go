@@ -287,10 +287,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.wire = up.wire
 	switch h.register(c) {
 	case StatusShuttingDown:
+		c.stop() // its context hangs off the hub's until cancelled
 		h.opts.Metrics.Closed(int(StatusShuttingDown))
 		conn.Close(StatusShuttingDown, "node shutting down")
 		return
 	case StatusRateLimited:
+		c.stop()
 		h.opts.Metrics.Closed(int(StatusRateLimited))
 		conn.Close(StatusRateLimited, "too many connections from your address")
 		return
