@@ -782,8 +782,9 @@ export function connect(options) {
     // so a server that accepts and at once closes again (a 1013 while its
     // broker is down, say) is retried ever more slowly, not several times
     // a second. A longer one starts the backoff afresh.
+    // (A 4029 escalates on its own count, below.)
     const instant = wasConnected && uptime >= 1000;
-    if (wasConnected) failures = instant ? 0 : failures + 1;
+    if (wasConnected) failures = instant || code === CloseCode.RATE_LIMITED ? 0 : failures + 1;
     const later = () => backoffDelay(Math.max(failures - 1, 0), backoff, random);
     // Rate limiting counts across sessions (each one reaches connected
     // before it is closed): only a session that lasted a minute forgets it.

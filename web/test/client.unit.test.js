@@ -415,28 +415,30 @@ test('a subscribe refused as unavailable again and again is retried later each t
   sockets[0].answerSubscribe('user:42', { offset: 1 });
 });
 
-test('close 4029: never an instant retry, and later each time it happens again', async () => {
-  const { clock, sockets, client, events } = setup();
-  client.subscribe('user:42', () => {});
-  await clock.advance(0);
-  clock.randomValue = 0.999999;
-  const delays = [];
-  for (let i = 0; i < 4; i++) {
+for (const lasted of [5000, 100]) {
+  test(`close 4029 after ${lasted} ms: never an instant retry, and one step later each time it happens again`, async () => {
+    const { clock, sockets, client, events } = setup();
+    client.subscribe('user:42', () => {});
+    await clock.advance(0);
+    clock.randomValue = 0.999999;
+    const delays = [];
+    for (let i = 0; i < 4; i++) {
+      sockets.at(-1).accept();
+      await clock.advance(lasted); // connected, then closed: too many frames
+      sockets.at(-1).serverClose(4029, 'too many frames');
+      const d = named(events, 'disconnected').at(-1);
+      assert.equal(d.code, 4029);
+      delays.push(d.reconnectIn);
+      await clock.advance(d.reconnectIn);
+    }
+    assert.deepEqual(delays, [2000, 4000, 8000, 8000]);
+    // A session that lasted a minute forgets the earlier ones.
     sockets.at(-1).accept();
-    await clock.advance(5000); // connected, then closed: too many frames
+    await clock.advance(61_000);
     sockets.at(-1).serverClose(4029, 'too many frames');
-    const d = named(events, 'disconnected').at(-1);
-    assert.equal(d.code, 4029);
-    delays.push(d.reconnectIn);
-    await clock.advance(d.reconnectIn);
-  }
-  assert.deepEqual(delays, [2000, 4000, 8000, 8000]);
-  // A session that lasted a minute forgets the earlier ones.
-  sockets.at(-1).accept();
-  await clock.advance(61_000);
-  sockets.at(-1).serverClose(4029, 'too many frames');
-  assert.equal(named(events, 'disconnected').at(-1).reconnectIn, 2000);
-});
+    assert.equal(named(events, 'disconnected').at(-1).reconnectIn, 2000);
+  });
+}
 
 test('close 4029 before connected (too many connections from this address) backs off one step at a time', async () => {
   const { clock, sockets, client, events } = setup();
