@@ -330,7 +330,7 @@ func kycState(st kycStatus) (string, error) {
 
 // balanceLow reads "BTC balance below 1.00" in an alert's message; the
 // threshold may group its thousands ("1,000.50").
-var balanceLow = regexp.MustCompile(`\b([A-Za-z0-9]+) balance below ([0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?)(,[0-9])?`)
+var balanceLow = regexp.MustCompile(`\b([A-Za-z0-9]+) balance below ([0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?)(,?[0-9])?`)
 
 // masterBalance reads a master balance alert. Its body carries no id and
 // no time, so a retry cannot be told from the same alert sent again later
@@ -346,8 +346,8 @@ func masterBalance(p *payload, body []byte, received time.Time) (*ingress.Event,
 		Route:   ingress.RouteAlertOnly,
 		Details: map[string]any{"message": p.Error},
 	}
-	// A comma then a digit that is no thousands group ("1,5") could be a
-	// decimal comma: no threshold rather than a wrong one.
+	// A comma then digits that are no thousands group ("1,5", "0,0001")
+	// could be a decimal comma: no threshold rather than a wrong one.
 	if m := balanceLow.FindStringSubmatch(p.Error); m != nil && m[3] == "" {
 		a, err := ingress.NewAmount("threshold", json.Number(strings.ReplaceAll(m[2], ",", "")), strings.ToUpper(m[1]))
 		if err != nil {

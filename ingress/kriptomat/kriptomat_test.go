@@ -178,6 +178,8 @@ func TestMasterBalanceThreshold(t *testing.T) {
 		"Balance low, EUR balance below 12,345,678":     "12345678",
 		"Balance low, EUR balance below 250, top it up": "250",
 		"Balance low, EUR balance below 1,5":            "",
+		"Balance low, BTC balance below 0,0001":         "",
+		"Balance low, EUR balance below 1,0000":         "",
 		"Balance low":                                   "",
 	} {
 		body, _ := json.Marshal(map[string]string{"error": msg})
