@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -429,6 +430,27 @@ func TestTail_InterruptSaysGoodbye(t *testing.T) {
 	}
 	if got := m.Get("herald_closes_total", "code", "1001"); got != 1 {
 		t.Errorf("closes with 1001: %v (1006: %v)", got, m.Get("herald_closes_total", "code", "1006"))
+	}
+}
+
+// An interrupted tail whose node has stopped answering does not wait for
+// the close handshake's own timeouts (5 s and more): it drops the
+// connection after a second.
+func TestTail_InterruptLeavesAFrozenNodeQuickly(t *testing.T) {
+	addr := freeAddr(t)
+	node := startNode(t, addr)
+	cli := nodeEnv(addr, "HERALD_URL=http://"+addr)
+	tail := startProc(t, append(cli, "HERALD_TOKEN="+clientToken(t, "84624")), "tail", "user:84624")
+	tail.waitOutput(t, "subscribed to user:84624", 10*time.Second)
+	if err := node.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer node.cmd.Process.Signal(syscall.SIGCONT)
+	if err := tail.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := tail.exitCode(t, 4*time.Second); code != 0 {
+		t.Fatalf("tail: exit %d\n%s", code, tail.stderr)
 	}
 }
 

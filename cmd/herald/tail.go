@@ -147,8 +147,14 @@ func (t *tailer) session(ctx context.Context) (subscribed bool, err error) {
 	conn.SetReadLimit(8 << 20)
 	// Interrupted, tail says goodbye (1001) rather than vanish: the node
 	// then counts a client that left, not a dropped connection. (Reading
-	// with ctx would drop the connection the moment it is cancelled.)
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close(websocket.StatusGoingAway, "") })
+	// with ctx would drop the connection the moment it is cancelled.) A
+	// node that does not answer within a second is dropped all the same.
+	readCtx, dropped := context.WithCancel(context.Background())
+	defer dropped()
+	stop := context.AfterFunc(ctx, func() {
+		time.AfterFunc(time.Second, dropped)
+		_ = conn.Close(websocket.StatusGoingAway, "")
+	})
 	defer stop()
 
 	sub := map[string]any{"id": 1, "type": "subscribe", "channel": t.channel}
@@ -156,7 +162,7 @@ func (t *tailer) session(ctx context.Context) (subscribed bool, err error) {
 		sub["since"] = t.pos
 	}
 	for {
-		_, data, err := conn.Read(context.Background())
+		_, data, err := conn.Read(readCtx)
 		if err != nil {
 			return subscribed, closeError(err)
 		}
