@@ -285,16 +285,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(h.opts.MaxFrameBytes)
 	c := newClient(h, conn, h.opts.ClientIP.Of(r))
 	c.wire = up.wire
-	switch h.register(c) {
-	case StatusShuttingDown:
+	if code := h.register(c); code != 0 {
 		c.stop() // its context hangs off the hub's until cancelled
-		h.opts.Metrics.Closed(int(StatusShuttingDown))
-		conn.Close(StatusShuttingDown, "node shutting down")
-		return
-	case StatusRateLimited:
-		c.stop()
-		h.opts.Metrics.Closed(int(StatusRateLimited))
-		conn.Close(StatusRateLimited, "too many connections from your address")
+		h.opts.Metrics.Closed(int(code))
+		reason := "too many connections from your address"
+		if code == StatusShuttingDown {
+			reason = "node shutting down"
+		}
+		conn.Close(code, reason)
 		return
 	}
 	// The session runs on a goroutine of its own and the handler returns:

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -91,4 +92,27 @@ func upgradeRaw(t *testing.T, n *heraldtest.Node, extra string) (net.Conn, *bufi
 		t.Fatalf("upgrade: %v %v", resp, err)
 	}
 	return conn, r
+}
+
+// readFrame reads one server frame (unmasked, up to 64 KiB) from r and
+// returns its opcode and payload.
+func readFrame(t *testing.T, r *bufio.Reader) (opcode byte, payload []byte) {
+	t.Helper()
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatalf("reading a frame: %v", err)
+	}
+	size := int(head[1] & 0x7f)
+	if size == 126 {
+		var ext [2]byte
+		if _, err := io.ReadFull(r, ext[:]); err != nil {
+			t.Fatal(err)
+		}
+		size = int(binary.BigEndian.Uint16(ext[:]))
+	}
+	payload = make([]byte, size)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		t.Fatal(err)
+	}
+	return head[0] & 0x0f, payload
 }

@@ -196,12 +196,7 @@ func (c *client) broken() {
 		c.closeNow(websocket.StatusAbnormalClosure)
 		return
 	}
-	if c.markClosing(code) {
-		go func() {
-			_ = c.conn.Close(code, "") // the frame is out: this waits for the answer
-			c.stop()
-		}()
-	}
+	c.closeWith(code, "") // the frame is out: this waits for the answer
 }
 
 // waitRoom blocks until at most limit bytes wait to be written to the

@@ -3,8 +3,6 @@ package hub_test
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -39,20 +37,7 @@ func TestUpgrade_FrameSentWithTheRequestIsRead(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade answered %v, %v", resp, err)
 	}
-	head := make([]byte, 2)
-	if _, err := io.ReadFull(r, head); err != nil {
-		t.Fatal(err)
-	}
-	size := int(head[1] & 0x7f)
-	if size == 126 {
-		var ext [2]byte
-		_, _ = io.ReadFull(r, ext[:])
-		size = int(binary.BigEndian.Uint16(ext[:]))
-	}
-	frame := make([]byte, size)
-	if _, err := io.ReadFull(r, frame); err != nil {
-		t.Fatal(err)
-	}
+	_, frame := readFrame(t, r)
 	if !bytes.Contains(frame, []byte(`"type":"connected"`)) || !bytes.Contains(frame, []byte(`"id":1`)) {
 		t.Fatalf("first frame %s, want the answer to the connect frame", frame)
 	}

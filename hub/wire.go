@@ -117,7 +117,7 @@ type wire struct {
 	flushing bool      // a goroutine is writing; it writes what is gathered meanwhile
 	// closeCode is the code of the close frame gathered (1005 when it has
 	// none), 0 before one; no data frame may follow it.
-	closeCode int
+	closeCode websocket.StatusCode
 }
 
 func newWire(conn net.Conn) *wire {
@@ -126,11 +126,18 @@ func newWire(conn net.Conn) *wire {
 	return w
 }
 
-// doneFlushing marks the connection free to write again and wakes a
-// writeFrame waiting for that. w.mu is held.
+// doneFlushing marks the connection free to write again and wakes those
+// waiting for that (waitIdle). w.mu is held.
 func (w *wire) doneFlushing() {
 	w.flushing = false
 	w.idle.Broadcast()
+}
+
+// waitIdle waits until nobody is writing. w.mu is held.
+func (w *wire) waitIdle() {
+	for w.flushing {
+		w.idle.Wait()
+	}
 }
 
 // errStalled ends a connection whose peer sends but does not read.
@@ -150,9 +157,7 @@ func (w *wire) writeFrame(f []byte) error {
 	// Someone else (the library, answering a ping) is writing: wait for
 	// it rather than gather, so that what the client has not taken stays
 	// in its send queue, where it counts against the queue's bound.
-	for w.flushing {
-		w.idle.Wait()
-	}
+	w.waitIdle()
 	if w.closeCode != 0 {
 		w.mu.Unlock()
 		return net.ErrClosed
@@ -276,9 +281,7 @@ func (w *wire) Write(p []byte) (int, error) {
 		// gathered: the frame must be out by then, not left behind the
 		// hub's write under way. That write ends, or the library's write
 		// timeout closes the connection.
-		for w.flushing {
-			w.idle.Wait()
-		}
+		w.waitIdle()
 	}
 	return len(p), w.flush()
 }
@@ -325,7 +328,7 @@ func (w *wire) flush() error {
 func (w *wire) sentClose() websocket.StatusCode {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return websocket.StatusCode(w.closeCode)
+	return w.closeCode
 }
 
 // Close closes the connection, which ends a write blocked on it, and
@@ -342,7 +345,7 @@ func (w *wire) Close() error {
 // start of b, whether one of them is a control frame, and the code of the
 // first close frame among them: 0 when there is none, 1005 when it has no
 // code.
-func wholeFrames(b []byte) (n int, control bool, closeCode int) {
+func wholeFrames(b []byte) (n int, control bool, closeCode websocket.StatusCode) {
 	for {
 		size, ok := frameSize(b[n:])
 		if !ok || size > len(b)-n {
@@ -352,9 +355,9 @@ func wholeFrames(b []byte) (n int, control bool, closeCode int) {
 		if b[n]&0x0f == 0x8 && closeCode == 0 {
 			// A close frame's payload is at most 125 bytes: a 2-byte
 			// header (frames here are unmasked), then the code.
-			closeCode = int(websocket.StatusNoStatusRcvd)
+			closeCode = websocket.StatusNoStatusRcvd
 			if size >= 4 {
-				closeCode = int(binary.BigEndian.Uint16(b[n+2:]))
+				closeCode = websocket.StatusCode(binary.BigEndian.Uint16(b[n+2:]))
 			}
 		}
 		n += size

@@ -112,39 +112,33 @@ func (s *Server) launch() error {
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	s.mu.Lock()
-	s.cmd = cmd
-	s.mu.Unlock()
 	ours := "process_id:" + strconv.Itoa(cmd.Process.Pid)
-	logged := func() string {
+	failed := func(format string, args ...any) error {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // if it is not gone already
 		log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-		return string(log)
+		return fmt.Errorf(format+"\n%s", append(args, log)...)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
 		case <-exited:
-			s.mu.Lock()
-			s.cmd = nil
-			s.mu.Unlock()
-			return fmt.Errorf("%w: redis-server on %s exited:\n%s", errPortTaken, s.Addr(), logged())
+			return failed("%w: redis-server on %s exited:", errPortTaken, s.Addr())
 		default:
 		}
 		if reply, err := s.Do("PING"); err == nil && reply == "PONG" {
 			info, err := s.Do("INFO", "server")
 			if err == nil && slices.Contains(strings.Split(info, "\r\n"), ours) {
+				s.mu.Lock()
+				s.cmd = cmd
+				s.mu.Unlock()
 				return nil
 			}
 			if err == nil { // ours is still starting, and fails to bind
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				s.mu.Lock()
-				s.cmd = nil
-				s.mu.Unlock()
-				return fmt.Errorf("%w: another redis-server answers on %s", errPortTaken, s.Addr())
+				return failed("%w: another redis-server answers on %s", errPortTaken, s.Addr())
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server on %s did not answer PING:\n%s", s.Addr(), logged())
+			return failed("redis-server on %s did not answer PING:", s.Addr())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
