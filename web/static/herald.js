@@ -777,14 +777,15 @@ export function connect(options) {
     for (const sub of subs.values()) if (sub.state !== 'loading') sub.state = 'idle';
     if (stopped) return;
 
-    // A session that ended within a second is no proof the server is
-    // healthy: no instant retry then, and it counts as a failed attempt,
-    // so a server that accepts and at once closes again (a 1013 while its
-    // broker is down, say) is retried ever more slowly, not several times
-    // a second. A longer one starts the backoff afresh.
-    // (A 4029 escalates on its own count, below.)
+    // An attempt that never reached connected failed. So did a session
+    // that ended within a second, which is no proof the server is healthy:
+    // no instant retry then, so a server that accepts and at once closes
+    // again (a 1013 while its broker is down, say) is retried ever more
+    // slowly, not several times a second. A longer one starts the backoff
+    // afresh. (A 4029 after connected escalates on its own count, below.)
     const instant = wasConnected && uptime >= 1000;
-    if (wasConnected) failures = instant || code === CloseCode.RATE_LIMITED ? 0 : failures + 1;
+    if (wasConnected && (instant || code === CloseCode.RATE_LIMITED)) failures = 0;
+    else failures++;
     const later = () => backoffDelay(Math.max(failures - 1, 0), backoff, random);
     // Rate limiting counts across sessions (each one reaches connected
     // before it is closed): only a session that lasted a minute forgets it.
@@ -798,7 +799,6 @@ export function connect(options) {
         if (!opts.getToken) return halt(code, reason, 'unauthorized', 'the token was refused: ' + reason);
         fail('unauthorized', 'the token was refused (' + reason + '); asking getToken for another', {});
         token = null;
-        if (!wasConnected) failures++;
         return schedule(later(), code, reason);
       case CloseCode.TOKEN_EXPIRED:
         if (!opts.getToken) return halt(code, reason, 'token_expired', 'the token expired and there is no getToken to renew it');
@@ -815,13 +815,9 @@ export function connect(options) {
         // (Before connected, too many connections from this address, it
         // is one more failed attempt.)
         if (wasConnected) limited++;
-        else failures++;
         return schedule(backoffDelay(limited + failures, backoff, random), code, reason);
     }
-    if (!wasConnected) {
-      failures++;
-      urlIndex++;
-    }
+    if (!wasConnected) urlIndex++;
     return schedule(later(), code, reason);
   }
 

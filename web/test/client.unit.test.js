@@ -148,6 +148,21 @@ test('a server that accepts and at once closes is retried ever more slowly', asy
   assert.equal(named(events, 'reconnecting').at(-1).delay, 1000);
 });
 
+test('a node refusing before connected (4010 while it drains) is retried ever more slowly', async () => {
+  const { clock, sockets, client, events } = setup();
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  clock.randomValue = 0.999999;
+  const delays = [];
+  for (let i = 0; i < 3; i++) {
+    sockets.at(-1).serverClose(4010, 'node shutting down');
+    const r = named(events, 'reconnecting').at(-1);
+    delays.push(r.delay);
+    await clock.advance(r.delay);
+  }
+  assert.deepEqual(delays, [1000, 2000, 4000]);
+});
+
 test('backoff jitter spreads clients between half and all of the delay', () => {
   const opts = { initial: 1000, max: 30000, factor: 2 };
   assert.equal(backoffDelay(0, opts, () => 0), 500);
