@@ -440,7 +440,7 @@ func readLogs(t *testing.T, n *heraldtest.Node, acked *sync.Map, followers []*he
 			} else {
 				q += "&since=0&epoch=" + currentEpoch(t, n, ch)
 			}
-			status, res := n.Get(t, q)
+			status, res := history(t, n, q)
 			if status != 200 {
 				t.Fatalf("history of %s: %d %v", ch, status, res)
 			}
@@ -464,8 +464,19 @@ func readLogs(t *testing.T, n *heraldtest.Node, acked *sync.Map, followers []*he
 	return logs
 }
 
+// history asks n for path, retrying a 503 as a client is told to: Redis,
+// just restarted or resumed, may still fail a first call.
+func history(t *testing.T, n *heraldtest.Node, path string) (int, map[string]any) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		status, res := n.Get(t, path)
+		if status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return status, res
+		}
+	}
+}
+
 func currentEpoch(t *testing.T, n *heraldtest.Node, ch string) string {
-	status, res := n.Get(t, "/v1/history?limit=1&channel="+ch)
+	status, res := history(t, n, "/v1/history?limit=1&channel="+ch)
 	if status != 200 {
 		t.Fatalf("history of %s: %d", ch, status)
 	}
