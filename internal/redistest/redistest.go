@@ -294,7 +294,7 @@ func freePort(t testing.TB) int {
 	return 0
 }
 
-// Cluster is a Redis Cluster of masters without replicas.
+// Cluster is a Redis Cluster: masters, and replicas if asked for.
 type Cluster struct {
 	Nodes []*Server
 }
@@ -303,18 +303,46 @@ type Cluster struct {
 // create and waits until every node reports cluster_state:ok.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return startCluster(t, n, 0)
+}
+
+// StartReplicatedCluster creates a cluster of n masters with one replica
+// each, and waits until every replica has synchronised with its master.
+// A replica takes over by itself when its master has been unreachable for
+// the cluster node timeout (2 s).
+func StartReplicatedCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := startCluster(t, n, 1)
+	deadline := time.Now().Add(20 * time.Second)
+	for _, s := range c.Nodes {
+		for {
+			info, err := s.Do("INFO", "replication")
+			if err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s not in sync: %v %s", s.Addr(), err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return c
+}
+
+func startCluster(t testing.TB, n, replicas int) *Cluster {
+	t.Helper()
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		t.Fatalf("redis-cli is required for Redis Cluster tests: %v", err)
 	}
 	c := &Cluster{}
 	args := []string{"--cluster", "create"}
-	for i := 0; i < n; i++ {
+	for i := 0; i < n*(1+replicas); i++ {
 		s := Start(t, Options{Cluster: true})
 		c.Nodes = append(c.Nodes, s)
 		args = append(args, s.Addr())
 	}
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
@@ -343,4 +371,71 @@ func (c *Cluster) Addrs() []string {
 		out = append(out, s.Addr())
 	}
 	return out
+}
+
+// Server returns the cluster's server listening on addr.
+func (c *Cluster) Server(addr string) *Server {
+	for _, s := range c.Nodes {
+		if s.Addr() == addr {
+			return s
+		}
+	}
+	return nil
+}
+
+// Node is one line of CLUSTER NODES.
+type Node struct {
+	ID, Addr string
+	Master   bool
+	MasterID string // a replica's master
+	Failed   bool
+	Slots    [][2]int // inclusive ranges a master serves
+}
+
+// Topology returns the cluster as node addr sees it.
+func Topology(addr string) ([]Node, error) {
+	out, err := Do(addr, "CLUSTER", "NODES")
+	if err != nil {
+		return nil, err
+	}
+	var nodes []Node
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 {
+			return nil, fmt.Errorf("CLUSTER NODES line %q", line)
+		}
+		n := Node{ID: f[0], Addr: strings.SplitN(f[1], "@", 2)[0], MasterID: f[3]}
+		flags := strings.Split(f[2], ",")
+		n.Master = slices.Contains(flags, "master")
+		n.Failed = slices.Contains(flags, "fail") || slices.Contains(flags, "fail?")
+		for _, r := range f[8:] {
+			if strings.HasPrefix(r, "[") { // a slot being migrated
+				continue
+			}
+			lo, hi, found := strings.Cut(r, "-")
+			if !found {
+				hi = lo
+			}
+			a, err1 := strconv.Atoi(lo)
+			b, err2 := strconv.Atoi(hi)
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("CLUSTER NODES slots %q", r)
+			}
+			n.Slots = append(n.Slots, [2]int{a, b})
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, nil
+}
+
+// Owner returns the master that serves slot, in nodes.
+func Owner(nodes []Node, slot int) (Node, bool) {
+	for _, n := range nodes {
+		for _, r := range n.Slots {
+			if n.Master && slot >= r[0] && slot <= r[1] {
+				return n, true
+			}
+		}
+	}
+	return Node{}, false
 }
