@@ -84,7 +84,7 @@ func (a appender) run(ctx context.Context, chans []string, data json.RawMessage,
 		keys = append(keys, seqKey)
 		args = append(args, seq.Rank, seq.Label, ms(seq.TTL), seq.At, seq.Before, seq.After)
 	}
-	reply, err := appendScript.Run(ctx, b.client, keys, args...).Slice()
+	reply, err := b.run(ctx, appendScript, keys, args...).Slice()
 	if err != nil {
 		return channels.AppendResult{}, unavailable("append", err)
 	}

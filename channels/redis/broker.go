@@ -21,7 +21,9 @@ import (
 // Options configure a Broker. Zero values take the defaults in brackets.
 type Options struct {
 	// Client is a *goredis.Client (single Redis) or *goredis.ClusterClient.
-	// The broker does not close it.
+	// The broker does not close it. To a cluster client it adds a hook
+	// that reloads the client's map of the cluster after a call that got
+	// no reply (see mapReloader).
 	Client goredis.UniversalClient
 	// HistorySize is how many publications each log keeps [1000].
 	HistorySize int
@@ -80,6 +82,7 @@ type Broker struct {
 	feeds   map[string]*feed  // channel → its live feed
 	shards  map[string]*shard // master address → its pub/sub connection
 	closed  bool
+	stop    chan struct{} // closed by Close
 }
 
 var _ channels.Broker = (*Broker)(nil)
@@ -96,10 +99,12 @@ func New(opts Options) (*Broker, error) {
 		log:    opts.Logger,
 		feeds:  make(map[string]*feed),
 		shards: make(map[string]*shard),
+		stop:   make(chan struct{}),
 	}
 	switch c := opts.Client.(type) {
 	case *goredis.ClusterClient:
 		b.cluster = c
+		c.AddHook(mapReloader{c})
 	case *goredis.Client:
 	default:
 		return nil, fmt.Errorf("redis broker: unsupported client %T", opts.Client)
@@ -115,6 +120,9 @@ func (b *Broker) Start(h channels.Handler) error {
 		return errors.New("redis broker: already started")
 	}
 	b.handler = h
+	if b.cluster != nil {
+		go b.watchTopology()
+	}
 	return nil
 }
 
@@ -126,15 +134,24 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
+	close(b.stop)
+	b.mu.Unlock()
+	// No shard is added once closed is set (shardFor).
+	for _, s := range b.allShards() {
+		s.close()
+	}
+	return nil
+}
+
+// allShards returns the pub/sub connections as they are now.
+func (b *Broker) allShards() []*shard {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	shards := make([]*shard, 0, len(b.shards))
 	for _, s := range b.shards {
 		shards = append(shards, s)
 	}
-	b.mu.Unlock()
-	for _, s := range shards {
-		s.close()
-	}
-	return nil
+	return shards
 }
 
 // Ready implements channels.Broker: Redis answers, and every pub/sub feed
@@ -142,10 +159,6 @@ func (b *Broker) Close() error {
 func (b *Broker) Ready(ctx context.Context) error {
 	b.mu.Lock()
 	closed := b.closed
-	shards := make([]*shard, 0, len(b.shards))
-	for _, s := range b.shards {
-		shards = append(shards, s)
-	}
 	b.mu.Unlock()
 	if closed {
 		return channels.ErrUnavailable
@@ -153,7 +166,7 @@ func (b *Broker) Ready(ctx context.Context) error {
 	if err := b.client.Ping(ctx).Err(); err != nil {
 		return unavailable("ping", err)
 	}
-	for _, s := range shards {
+	for _, s := range b.allShards() {
 		if err := s.healthy(); err != nil {
 			return err
 		}
@@ -183,7 +196,7 @@ func channelOf(name string) (string, bool) {
 
 // Publish implements channels.Broker.
 func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, opts channels.PublishOptions) (channels.PublishResult, error) {
-	reply, err := publishScript.Run(ctx, b.client,
+	reply, err := b.run(ctx, publishScript,
 		[]string{b.metaKey(ch), b.logKey(ch), b.idemKey(ch, opts.IdempotencyKey)},
 		[]byte(data), newEpoch(), b.opts.HistorySize, ms(b.opts.HistoryTTL), ms(b.opts.MetaTTL), b.idemTTL(opts), feedName(ch),
 	).Slice()
@@ -230,7 +243,7 @@ func (b *Broker) history(ctx context.Context, ch string, opts channels.HistoryOp
 			mode = "resync"
 		}
 	}
-	reply, err := historyScript.Run(ctx, b.client, []string{b.metaKey(ch), b.logKey(ch)},
+	reply, err := b.run(ctx, historyScript, []string{b.metaKey(ch), b.logKey(ch)},
 		newEpoch(), ms(b.opts.MetaTTL), mode, sinceOff, sinceEpoch, max(opts.Limit, 0), max(opts.MaxBytes, 0),
 	).Slice()
 	if err != nil {
@@ -312,6 +325,72 @@ func parseMessage(s string) (channels.Publication, error) {
 // a loading, failing-over or busy server) with channels.ErrUnavailable.
 // Other Redis replies (a key of the wrong type, a script bug) stay internal
 // errors: retrying would not help.
+// run runs a script on one channel's keys. While a cluster moves the
+// channel's slot to another master, Redis refuses a script whose keys are
+// split between the two with TRYAGAIN, and a retry can bounce between the
+// two with MOVED and ASK; each time having run nothing. go-redis follows
+// for a few tens of milliseconds only; moving a slot's keys takes longer.
+// So run keeps trying, at most the broker's timeout.
+func (b *Broker) run(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
+	deadline := time.Now().Add(b.opts.Timeout)
+	for {
+		cmd := script.Run(ctx, b.client, keys, args...)
+		if b.cluster == nil || !notRun(cmd.Err()) || time.Now().After(deadline) {
+			return cmd
+		}
+		select {
+		case <-ctx.Done():
+			return cmd
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// notRun reports whether err is a cluster's refusal of a call it did not
+// run because the call's slot is moving.
+func notRun(err error) bool {
+	var rerr goredis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	return strings.HasPrefix(msg, "TRYAGAIN ") || strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
+}
+
+// mapReloader has a cluster client reload its map of the cluster after a
+// call that got no reply: a connection refused or a timeout, as when a
+// master died. go-redis reloads the map by itself only on a redirect, or
+// once a minute; a node would otherwise keep sending a dead master's slots
+// to its address long after a replica took over. Reloads run in the
+// background, one at a time.
+type mapReloader struct{ c *goredis.ClusterClient }
+
+func (h mapReloader) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h mapReloader) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		err := next(ctx, cmd)
+		h.after(err)
+		return err
+	}
+}
+
+func (h mapReloader) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		err := next(ctx, cmds)
+		h.after(err)
+		return err
+	}
+}
+
+func (h mapReloader) after(err error) {
+	var rerr goredis.Error // a reply from Redis (goredis.Nil is one)
+	if err == nil || errors.As(err, &rerr) || errors.Is(err, context.Canceled) {
+		return
+	}
+	h.c.ReloadState(context.Background())
+}
+
 func unavailable(op string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err

@@ -149,7 +149,7 @@ func (s *shard) run() {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 		if s.b.cluster != nil {
-			s.relocate()
+			s.relocate(false)
 			if s.retire() {
 				return
 			}
@@ -158,13 +158,14 @@ func (s *shard) run() {
 }
 
 // retire ends a cluster shard that carries no feeds any more (its master
-// failed over or lost its slots), so it no longer counts for readiness.
+// failed over or lost its slots, or its channels' subscribers left), so it
+// no longer counts for readiness. A connection still up is closed.
 func (s *shard) retire() bool {
 	s.b.mu.Lock()
-	defer s.b.mu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.feeds) > 0 {
+	if len(s.feeds) > 0 || s.stopping {
+		s.mu.Unlock()
+		s.b.mu.Unlock()
 		return false
 	}
 	if s.b.shards[s.addr] == s {
@@ -172,6 +173,12 @@ func (s *shard) retire() bool {
 	}
 	s.stopping = true
 	close(s.stop)
+	ps := s.ps
+	s.mu.Unlock()
+	s.b.mu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+	}
 	return true
 }
 
@@ -260,15 +267,21 @@ func (s *shard) pinger(ctx context.Context, ps *goredis.PubSub, errs chan<- erro
 	}
 }
 
-// interrupted marks every feed for a re-read: whatever was published while
-// the connection was down never reached us.
-func (s *shard) interrupted() {
+// snapshot returns the shard's feeds as they are now.
+func (s *shard) snapshot() []*feed {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	feeds := make([]*feed, 0, len(s.feeds))
 	for _, f := range s.feeds {
 		feeds = append(feeds, f)
 	}
-	s.mu.Unlock()
+	return feeds
+}
+
+// interrupted marks every feed for a re-read: whatever was published while
+// the connection was down never reached us.
+func (s *shard) interrupted() {
+	feeds := s.snapshot()
 	for _, f := range feeds {
 		f.mu.Lock()
 		// A feed whose position is not known yet (Subscribe is between
@@ -324,7 +337,7 @@ func (s *shard) dropped(name string) {
 	f := s.feeds[ch]
 	s.mu.Unlock()
 	if f != nil {
-		go s.b.move(f)
+		go s.b.move(f, s.addr, false)
 	}
 }
 
@@ -349,28 +362,62 @@ func (s *shard) message(m *goredis.Message) {
 	f.mu.Unlock()
 }
 
-// relocate moves the shard's feeds whose slots another master now owns.
-func (s *shard) relocate() {
+// relocate moves the shard's feeds whose slots another master now owns,
+// as far as the client's map of the cluster knows. unsubscribe says
+// whether the shard's connection is up, and carries the feeds' old
+// subscriptions. It reports how many feeds it moved.
+func (s *shard) relocate(unsubscribe bool) int {
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.Timeout)
 	defer cancel()
 	s.b.cluster.ReloadState(ctx)
-	s.mu.Lock()
-	feeds := make([]*feed, 0, len(s.feeds))
-	for _, f := range s.feeds {
-		feeds = append(feeds, f)
-	}
-	s.mu.Unlock()
+	feeds := s.snapshot()
+	moved := 0
 	for _, f := range feeds {
 		n, err := s.b.cluster.MasterForKey(ctx, feedName(f.channel))
 		if err == nil && n.Options().Addr != s.addr {
-			go s.b.move(f)
+			moved++
+			go s.b.move(f, "", unsubscribe)
+		}
+	}
+	return moved
+}
+
+// watchTopology keeps a cluster node's feeds on the masters that serve
+// their channels. Redis tells a subscriber when its channel's slot leaves
+// a master, and move follows at once; but the client's map of the cluster
+// is reloaded in the background and may still name the old master then,
+// and a replica (a failed-over master) takes a sharded subscription and
+// may never pass it a publication. Every few seconds the map is reloaded
+// and a feed on the wrong node is moved, its log re-read on arrival; a
+// shard left without feeds is closed.
+func (b *Broker) watchTopology() {
+	t := time.NewTicker(topologyInterval * b.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		for _, s := range b.allShards() {
+			if n := s.relocate(true); n > 0 {
+				b.log.Warn("redis: channels were subscribed on a node that no longer serves them; moved, and their logs re-read",
+					"redis", s.addrName(), "channels", n)
+			}
+			s.retire()
 		}
 	}
 }
 
+// topologyInterval is watchTopology's period in health intervals.
+const topologyInterval = 5
+
 // move re-homes a feed on the shard of its channel's current master and
-// re-reads its log there.
-func (b *Broker) move(f *feed) {
+// re-reads its log there. from is the master that dropped the feed's
+// subscription, if one did: it no longer serves the channel, so the move
+// waits, a little, for the client's map of the cluster to name another.
+// unsubscribe says whether the old subscription is still up.
+func (b *Broker) move(f *feed, from string, unsubscribe bool) {
 	b.mu.Lock()
 	old := f.shard
 	current := b.feeds[f.channel] == f
@@ -379,18 +426,18 @@ func (b *Broker) move(f *feed) {
 		return
 	}
 	if old != nil {
-		old.remove(f, false)
+		old.remove(f, unsubscribe)
 	}
 	f.mu.Lock()
 	// Re-read on the new shard's confirmation, or, if Subscribe has not
 	// read the log yet, in Subscribe.
 	f.resync = true
 	f.mu.Unlock()
+	if b.cluster != nil {
+		b.awaitNewMaster(f.channel, from)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()
-	if b.cluster != nil {
-		b.cluster.ReloadState(ctx)
-	}
 	for attempt := 0; attempt < 10; attempt++ {
 		s, err := b.shardFor(ctx, f.channel)
 		if err == nil && s.add(ctx, f) != nil {
@@ -402,4 +449,29 @@ func (b *Broker) move(f *feed) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	b.log.Error("redis: cannot re-home a channel's feed; its subscribers get nothing until they resubscribe", "channel_namespace", namespace(f.channel))
+}
+
+// awaitNewMaster waits, at most the broker's timeout, until the client's
+// map of the cluster names a master for ch other than from. If it never
+// does (the slot came back, or the map cannot be loaded), the feed goes
+// where the map says, and watchTopology corrects it later if need be.
+func (b *Broker) awaitNewMaster(ch, from string) {
+	if from == "" {
+		b.cluster.ReloadState(context.Background())
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
+	defer cancel()
+	for {
+		b.cluster.ReloadState(ctx)
+		n, err := b.cluster.MasterForKey(ctx, feedName(ch))
+		if err == nil && n.Options().Addr != from {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
