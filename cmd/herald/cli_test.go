@@ -411,6 +411,30 @@ func TestTail_InterruptSaysGoodbye(t *testing.T) {
 	if code := tail.exitCode(t, 10*time.Second); code != 0 {
 		t.Fatalf("tail: exit %d\n%s", code, tail.stderr)
 	}
+	if m := closedMetrics(t, addr); m.Get("herald_closes_total", "code", "1001") != 1 {
+		t.Errorf("closes with 1001: %v (1006: %v)", m.Get("herald_closes_total", "code", "1001"), m.Get("herald_closes_total", "code", "1006"))
+	}
+}
+
+// A tail that gives up (its subscription refused) still closes its
+// connection properly: the node counts 1000, not a dropped connection.
+func TestTail_RefusedSaysGoodbye(t *testing.T) {
+	addr := freeAddr(t)
+	startNode(t, addr)
+	cli := nodeEnv(addr, "HERALD_URL=http://"+addr)
+	tail := startProc(t, append(cli, "HERALD_TOKEN="+clientToken(t, "84624")), "tail", "user:1")
+	if code := tail.exitCode(t, 10*time.Second); code == 0 || !strings.Contains(tail.stderr.String(), "subscribe refused: forbidden") {
+		t.Fatalf("tail: exit %d\n%s", code, tail.stderr)
+	}
+	if m := closedMetrics(t, addr); m.Get("herald_closes_total", "code", "1000") != 1 {
+		t.Errorf("closes with 1000: %v (1006: %v)", m.Get("herald_closes_total", "code", "1000"), m.Get("herald_closes_total", "code", "1006"))
+	}
+}
+
+// closedMetrics waits until the node at addr has seen a connection and
+// counts none open, and returns its metrics then.
+func closedMetrics(t *testing.T, addr string) heraldtest.Metrics {
+	t.Helper()
 	var m heraldtest.Metrics
 	for deadline := time.Now().Add(10 * time.Second); m.Get("herald_connections_total") == 0 || m.Get("herald_connections") != 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -428,9 +452,7 @@ func TestTail_InterruptSaysGoodbye(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := m.Get("herald_closes_total", "code", "1001"); got != 1 {
-		t.Errorf("closes with 1001: %v (1006: %v)", got, m.Get("herald_closes_total", "code", "1006"))
-	}
+	return m
 }
 
 // An interrupted tail whose node has stopped answering does not wait for

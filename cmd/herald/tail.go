@@ -168,6 +168,7 @@ func (t *tailer) session(ctx context.Context) (subscribed bool, err error) {
 		}
 		var f tailFrame
 		if err := json.Unmarshal(data, &f); err != nil {
+			leave(conn, websocket.StatusProtocolError)
 			return subscribed, &fatalError{fmt.Sprintf("frame is not JSON: %.80q", data)}
 		}
 		switch f.Type {
@@ -185,20 +186,37 @@ func (t *tailer) session(ctx context.Context) (subscribed bool, err error) {
 				continue
 			}
 			if _, err := fmt.Fprintf(t.out, "%s\n", data); err != nil {
+				leave(conn, websocket.StatusGoingAway)
 				return subscribed, &fatalError{"writing output: " + err.Error()}
 			}
 			t.pos = &channels.Position{Offset: f.Offset, Epoch: f.Epoch}
 			t.printed++
 			if t.count > 0 && t.printed >= t.count {
-				_ = conn.Close(websocket.StatusNormalClosure, "")
+				leave(conn, websocket.StatusNormalClosure)
 				return subscribed, errDone
 			}
 		case "error":
+			leave(conn, websocket.StatusNormalClosure)
 			if f.Code == "unavailable" || f.Code == "internal" {
 				return subscribed, fmt.Errorf("subscribe failed: %s: %s", f.Code, f.Message)
 			}
 			return subscribed, &fatalError{fmt.Sprintf("subscribe refused: %s: %s", f.Code, f.Message)}
 		}
+	}
+}
+
+// leave closes the connection with code, so that the node counts a client
+// that left rather than a dropped connection, waiting at most a second for
+// the node's answer (the deferred CloseNow ends a wait cut short).
+func leave(conn *websocket.Conn, code websocket.StatusCode) {
+	done := make(chan struct{})
+	go func() {
+		_ = conn.Close(code, "")
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
 	}
 }
 
