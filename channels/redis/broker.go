@@ -196,6 +196,14 @@ func channelOf(name string) (string, bool) {
 
 // Publish implements channels.Broker.
 func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, opts channels.PublishOptions) (channels.PublishResult, error) {
+	// go-redis's cluster client sends a call again when its reply did not
+	// come in time or its connection broke, and the first may have been
+	// run. A publication without an idempotency key gets one of its own,
+	// for a while, so that such a copy appends nothing.
+	own := b.cluster != nil && opts.IdempotencyKey == ""
+	if own {
+		opts.IdempotencyKey, opts.IdempotencyTTL = "resend:"+newEpoch()+newEpoch(), resendWindow
+	}
 	reply, err := b.run(ctx, publishScript,
 		[]string{b.metaKey(ch), b.logKey(ch), b.idemKey(ch, opts.IdempotencyKey)},
 		[]byte(data), newEpoch(), b.opts.HistorySize, ms(b.opts.HistoryTTL), ms(b.opts.MetaTTL), b.idemTTL(opts), feedName(ch),
@@ -212,8 +220,13 @@ func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, o
 	if err != nil {
 		return channels.PublishResult{}, fmt.Errorf("redis publish: %w", err)
 	}
-	return channels.PublishResult{Position: pos, Duplicate: flag == 0}, nil
+	// A copy of our own call finding our own key is no duplicate.
+	return channels.PublishResult{Position: pos, Duplicate: flag == 0 && !own}, nil
 }
+
+// resendWindow is how long a publication's own idempotency key is kept:
+// far longer than go-redis takes to send a call again.
+const resendWindow = time.Minute
 
 // Seen implements channels.Deduplicator.
 func (b *Broker) Seen(ctx context.Context, ch, key string) (bool, error) {

@@ -377,3 +377,39 @@ func TestCluster_KilledMasterFailsOver(t *testing.T) {
 	}
 	t.Logf("%s took over slot %d from %s; %s reached offset %d", replica.Addr, slot, master.Addr, moved, last[moved].Offset)
 }
+
+// TestCluster_ResentPublishAppliesOnce pauses the master of a channel while
+// a publication without an idempotency key is on its way. go-redis's
+// cluster client sends a call again when the reply does not come in time;
+// the paused master has every copy in its sockets and runs them all when
+// it resumes. The channel must still get the publication once.
+func TestCluster_ResentPublishAppliesOnce(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	n := nodes(t, backend{cluster: c}, 1)[0]
+	const ch = "user:1"
+	before := publish(t, n, ch, 0)
+	master, _ := owner(t, c.Nodes[0].Addr(), slotOf(t, c.Nodes[0].Addr(), ch))
+	paused := c.Server(master.Addr)
+	paused.Pause()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := n.Server.Broker().Publish(ctx, ch, json.RawMessage(`{"n":1}`), channels.PublishOptions{})
+		done <- err
+	}()
+	time.Sleep(5 * time.Second) // two read timeouts of 2 s: sent three times
+	paused.Resume()
+	err := <-done
+	res, herr := n.Server.Broker().History(ctx(t), ch, channels.HistoryOptions{Since: &before.Position})
+	if herr != nil {
+		t.Fatal(herr)
+	}
+	if len(res.Publications) > 1 {
+		t.Fatalf("one publication appended %d times (the call answered %v)", len(res.Publications), err)
+	}
+	if err == nil && len(res.Publications) != 1 {
+		t.Fatalf("the publication was acknowledged but is not in the log")
+	}
+	t.Logf("answered %v; appended %d", err, len(res.Publications))
+}
