@@ -143,6 +143,12 @@ func (b *Broker) Close() error {
 	return nil
 }
 
+func (b *Broker) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
 // allShards returns the pub/sub connections as they are now.
 func (b *Broker) allShards() []*shard {
 	b.mu.Lock()
@@ -224,9 +230,13 @@ func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, o
 	return channels.PublishResult{Position: pos, Duplicate: flag == 0 && !own}, nil
 }
 
-// resendWindow is how long a publication's own idempotency key is kept:
-// far longer than go-redis takes to send a call again.
-const resendWindow = time.Minute
+// resendWindow is how long a publication's own idempotency key is kept.
+// go-redis sends every copy of a call within the caller's deadline (5 s
+// for /v1/publish), and a master runs the copies it holds in the order it
+// reads them, so the key is there when the last one runs. Kept short: a
+// slot being moved refuses its channels' publications until all of the
+// slot's keys have moved.
+const resendWindow = 15 * time.Second
 
 // Seen implements channels.Deduplicator.
 func (b *Broker) Seen(ctx context.Context, ch, key string) (bool, error) {
@@ -333,11 +343,6 @@ func parseMessage(s string) (channels.Publication, error) {
 	return channels.Publication{Offset: n, Epoch: epoch, Data: json.RawMessage(data)}, nil
 }
 
-// unavailable wraps errors that mean "Redis cannot be reached or cannot
-// serve right now" (network errors, timeouts, and the transient replies of
-// a loading, failing-over or busy server) with channels.ErrUnavailable.
-// Other Redis replies (a key of the wrong type, a script bug) stay internal
-// errors: retrying would not help.
 // run runs a script on one channel's keys. While a cluster moves the
 // channel's slot to another master, Redis refuses a script whose keys are
 // split between the two with TRYAGAIN, and a retry can bounce between the
@@ -404,6 +409,11 @@ func (h mapReloader) after(err error) {
 	h.c.ReloadState(context.Background())
 }
 
+// unavailable wraps errors that mean "Redis cannot be reached or cannot
+// serve right now" (network errors, timeouts, and the transient replies of
+// a loading, failing-over or busy server) with channels.ErrUnavailable.
+// Other Redis replies (a key of the wrong type, a script bug) stay internal
+// errors: retrying would not help.
 func unavailable(op string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err

@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"herald/channels"
+	"herald/channels/redis"
 	"herald/internal/heraldtest"
 	"herald/internal/redistest"
 )
@@ -65,6 +68,17 @@ func (p *publisher) run(broker channels.Broker, ch string) {
 		}
 		p.mu.Unlock()
 	}
+}
+
+// stopAtEnd stops p when the test ends, if the test did not.
+func stopAtEnd(t *testing.T, p *publisher) {
+	t.Cleanup(func() {
+		select {
+		case <-p.stop:
+		default:
+			p.finish()
+		}
+	})
 }
 
 // finish stops the publisher and returns what it saw.
@@ -169,6 +183,7 @@ func TestCluster_SlotMovesUnderLiveSubscribers(t *testing.T) {
 		followers[ch] = follow(t, ns[0], ch)
 	}
 	p := startPublisher(ns[1], chans)
+	stopAtEnd(t, p)
 	settle(t, p, chans[0], 200*time.Millisecond)
 
 	moved := chans[0]
@@ -194,13 +209,13 @@ func TestCluster_SlotMovesUnderLiveSubscribers(t *testing.T) {
 	do(to.Addr, "CLUSTER", "SETSLOT", strconv.Itoa(slot), "IMPORTING", from.ID)
 	do(from.Addr, "CLUSTER", "SETSLOT", strconv.Itoa(slot), "MIGRATING", to.ID)
 	for moves := 0; ; moves++ {
-		keys := do(from.Addr, "CLUSTER", "GETKEYSINSLOT", strconv.Itoa(slot), "1")
+		// Ten keys at a time, as redis-cli does, with the publisher going
+		// on, so that publications find the channel's keys on both masters.
+		keys := do(from.Addr, "CLUSTER", "GETKEYSINSLOT", strconv.Itoa(slot), "10")
 		if keys == "" {
 			break
 		}
-		// One key at a time, with the publisher going on, so that some
-		// publications find the channel's keys on both masters.
-		do(from.Addr, "MIGRATE", host, port, keys, "0", "5000")
+		do(from.Addr, append([]string{"MIGRATE", host, port, "", "0", "5000", "KEYS"}, strings.Split(keys, "\n")...)...)
 		time.Sleep(20 * time.Millisecond)
 		if moves > 1000 {
 			t.Fatal("the slot's keys do not run out")
@@ -239,13 +254,7 @@ func failoverSetup(t *testing.T) (c *redistest.Cluster, ns []*heraldtest.Node, f
 		followers[ch] = follow(t, ns[0], ch)
 	}
 	p = startPublisher(ns[1], chans)
-	t.Cleanup(func() {
-		select {
-		case <-p.stop:
-		default:
-			p.finish()
-		}
-	})
+	stopAtEnd(t, p)
 	settle(t, p, chans[0], 200*time.Millisecond)
 	slot = slotOf(t, c.Nodes[0].Addr(), chans[0])
 	master, all := owner(t, c.Nodes[0].Addr(), slot)
@@ -398,7 +407,7 @@ func TestCluster_ResentPublishAppliesOnce(t *testing.T) {
 		_, err := n.Server.Broker().Publish(ctx, ch, json.RawMessage(`{"n":1}`), channels.PublishOptions{})
 		done <- err
 	}()
-	time.Sleep(5 * time.Second) // two read timeouts of 2 s: sent three times
+	time.Sleep(5 * time.Second) // past two read timeouts of 2 s: sent at least twice
 	paused.Resume()
 	err := <-done
 	res, herr := n.Server.Broker().History(ctx(t), ch, channels.HistoryOptions{Since: &before.Position})
@@ -412,4 +421,146 @@ func TestCluster_ResentPublishAppliesOnce(t *testing.T) {
 		t.Fatalf("the publication was acknowledged but is not in the log")
 	}
 	t.Logf("answered %v; appended %d", err, len(res.Publications))
+}
+
+// recorder is a broker's handler that keeps what it is handed.
+type recorder struct {
+	mu     sync.Mutex
+	pubs   map[string][]uint64
+	resets int
+}
+
+func (r *recorder) HandlePublication(ch string, p channels.Publication) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pubs[ch] = append(r.pubs[ch], p.Offset)
+}
+
+func (r *recorder) HandleReset(string, channels.Position, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.resets++
+}
+
+func (r *recorder) offsets(ch string) []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.pubs[ch]...)
+}
+
+// TestCluster_MisplacedFeedIsMovedBack puts a channel's feed on a replica,
+// as a move made on a stale map of the cluster does, and on a master that
+// does not serve it. The broker's periodic check moves the feed back to
+// its master, unsubscribes it where it was, closes the connections left
+// without channels, and re-reads the log: the handler gets every
+// publication made meanwhile, once, in order.
+func TestCluster_MisplacedFeedIsMovedBack(t *testing.T) {
+	c := redistest.StartReplicatedCluster(t, 3)
+	client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()})
+	t.Cleanup(func() { client.Close() })
+	rec := &recorder{pubs: map[string][]uint64{}}
+	b, err := redis.New(redis.Options{Client: client, HealthInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(rec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	const ch = "user:1"
+	if err := b.Subscribe(ctx(t), ch); err != nil {
+		t.Fatal(err)
+	}
+	slot := slotOf(t, c.Nodes[0].Addr(), ch)
+	master, all := owner(t, c.Nodes[0].Addr(), slot)
+	var replica, other redistest.Node
+	for _, n := range all {
+		switch {
+		case !n.Master && n.MasterID == master.ID:
+			replica = n
+		case n.Master && n.ID != master.ID:
+			other = n
+		}
+	}
+	publishN := func(n int) uint64 {
+		var last uint64
+		for i := 0; i < n; i++ {
+			r, err := b.Publish(ctx(t), ch, json.RawMessage(`{}`), channels.PublishOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = r.Offset
+		}
+		return last
+	}
+	waitFor := func(last uint64) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			got := rec.offsets(ch)
+			if len(got) > 0 && got[len(got)-1] >= last {
+				for i, o := range got {
+					if o != uint64(i+1) {
+						t.Fatalf("handed on %v", got)
+					}
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("offset %d not handed on within 15 s; got %v", last, got)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	subscribedOn := func(addr string) bool {
+		out, err := redistest.Do(addr, "PUBSUB", "SHARDCHANNELS", "herald:*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out != ""
+	}
+	waitFor(publishN(3))
+	for _, wrong := range []redistest.Node{replica, other} {
+		redis.Misplace(b, ch, wrong.Addr)
+		if !wrong.Master {
+			// A replica takes the subscription. (A master that does not
+			// serve the slot refuses it, and the broker moves the feed
+			// back at once, as it does for any connection that fails.)
+			deadline := time.Now().Add(2 * time.Second)
+			for subscribedOn(master.Addr) || !subscribedOn(wrong.Addr) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the feed was not moved to the replica %s", wrong.Addr)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		publishN(5) // may not come through where the feed is now
+		deadline := time.Now().Add(15 * time.Second)
+		for subscribedOn(wrong.Addr) || !subscribedOn(master.Addr) {
+			if time.Now().After(deadline) {
+				t.Fatalf("not moved back within 15 s: subscribed on %s %v, on its master %v", wrong.Addr, subscribedOn(wrong.Addr), subscribedOn(master.Addr))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		waitFor(publishN(5))
+		for pubsubClients(t, wrong.Addr) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the connection to %s, left without channels, is still open", wrong.Addr)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if rec.resets != 0 {
+		t.Fatalf("%d resets", rec.resets)
+	}
+}
+
+// pubsubClients counts the connections in pub/sub mode on addr.
+func pubsubClients(t *testing.T, addr string) int {
+	t.Helper()
+	out, err := redistest.Do(addr, "CLIENT", "LIST", "TYPE", "pubsub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(out, "id=")
 }

@@ -16,8 +16,11 @@ import (
 type feed struct {
 	channel string
 
-	// shard carries the feed; guarded by Broker.mu.
-	shard *shard
+	// shard carries the feed; moving says a move is under way (one at a
+	// time, so that two cannot leave the feed on two shards). Both are
+	// guarded by Broker.mu.
+	shard  *shard
+	moving bool
 	// waiters are Subscribe calls waiting for Redis to confirm; guarded by
 	// the shard's mu.
 	waiters []chan struct{}

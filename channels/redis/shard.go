@@ -373,6 +373,14 @@ func (s *shard) relocate(unsubscribe bool) int {
 	feeds := s.snapshot()
 	moved := 0
 	for _, f := range feeds {
+		s.b.mu.Lock()
+		stale := f.shard != s
+		s.b.mu.Unlock()
+		if stale {
+			// Left behind by a move that found the feed elsewhere.
+			s.remove(f, unsubscribe)
+			continue
+		}
 		n, err := s.b.cluster.MasterForKey(ctx, feedName(f.channel))
 		if err == nil && n.Options().Addr != s.addr {
 			moved++
@@ -387,9 +395,10 @@ func (s *shard) relocate(unsubscribe bool) int {
 // a master, and move follows at once; but the client's map of the cluster
 // is reloaded in the background and may still name the old master then,
 // and a replica (a failed-over master) takes a sharded subscription and
-// may never pass it a publication. Every few seconds the map is reloaded
-// and a feed on the wrong node is moved, its log re-read on arrival; a
-// shard left without feeds is closed.
+// may never pass it a publication. Every few seconds a feed on the wrong
+// node, as the map has it then, is moved, its log re-read on arrival; a
+// shard left without feeds is closed. The reload each tick asks for runs
+// in the background, so a tick acts on the map the one before reloaded.
 func (b *Broker) watchTopology() {
 	t := time.NewTicker(topologyInterval * b.opts.HealthInterval)
 	defer t.Stop()
@@ -420,11 +429,19 @@ const topologyInterval = 5
 func (b *Broker) move(f *feed, from string, unsubscribe bool) {
 	b.mu.Lock()
 	old := f.shard
-	current := b.feeds[f.channel] == f
-	b.mu.Unlock()
-	if !current {
+	if b.feeds[f.channel] != f || f.moving {
+		// Gone, or being moved: the move under way goes where the map
+		// says now, and watchTopology corrects it if that was wrong.
+		b.mu.Unlock()
 		return
 	}
+	f.moving = true
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		f.moving = false
+		b.mu.Unlock()
+	}()
 	if old != nil {
 		old.remove(f, unsubscribe)
 	}
@@ -443,10 +460,13 @@ func (b *Broker) move(f *feed, from string, unsubscribe bool) {
 		if err == nil && s.add(ctx, f) != nil {
 			return
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || b.isClosed() {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if b.isClosed() {
+		return
 	}
 	b.log.Error("redis: cannot re-home a channel's feed; its subscribers get nothing until they resubscribe", "channel_namespace", namespace(f.channel))
 }
@@ -470,6 +490,8 @@ func (b *Broker) awaitNewMaster(ch, from string) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-b.stop:
 			return
 		case <-time.After(50 * time.Millisecond):
 		}
