@@ -2,6 +2,8 @@ package redis
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -15,7 +17,7 @@ func PerChannelAppender(b *Broker) channels.Appender { return appender{b: b, per
 // Misplace moves ch's feed onto a pub/sub connection to addr, as a move
 // made on a stale map of the cluster would, and waits for Redis to
 // confirm the subscription there.
-func Misplace(b *Broker, ch, addr string) {
+func Misplace(b *Broker, ch, addr string) error {
 	b.mu.Lock()
 	f := b.feeds[ch]
 	old := f.shard
@@ -27,5 +29,14 @@ func Misplace(b *Broker, ch, addr string) {
 	}
 	b.mu.Unlock()
 	old.remove(f, true)
-	<-s.add(context.Background(), f)
+	confirmed := s.add(context.Background(), f)
+	if confirmed == nil {
+		return errors.New("the shard is closing")
+	}
+	select {
+	case <-confirmed:
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("no confirmation within 10 s")
+	}
 }

@@ -73,17 +73,23 @@ func (s *shard) add(ctx context.Context, f *feed) <-chan struct{} {
 
 // remove forgets a feed; unsubscribe says whether to tell Redis (not when
 // Redis itself dropped the subscription).
+//
+// Only f's own subscription is ended: when the shard carries another feed
+// of the channel now (the channel was left and joined again meanwhile),
+// that one's subscription is the same one in Redis, and stays.
 func (s *shard) remove(f *feed, unsubscribe bool) {
 	s.mu.Lock()
-	if s.feeds[f.channel] == f {
+	ours := s.feeds[f.channel] == f
+	if ours {
 		delete(s.feeds, f.channel)
 	}
+	unsubscribe = unsubscribe && ours && s.ps != nil
 	ps := s.ps
-	if ps != nil && unsubscribe {
+	if unsubscribe {
 		s.leaving[f.channel]++
 	}
 	s.mu.Unlock()
-	if ps != nil && unsubscribe {
+	if unsubscribe {
 		ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.Timeout)
 		_ = ps.SUnsubscribe(ctx, feedName(f.channel))
 		cancel()
@@ -149,7 +155,7 @@ func (s *shard) run() {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 		if s.b.cluster != nil {
-			s.relocate(false)
+			s.relocate()
 			if s.retire() {
 				return
 			}
@@ -337,7 +343,7 @@ func (s *shard) dropped(name string) {
 	f := s.feeds[ch]
 	s.mu.Unlock()
 	if f != nil {
-		go s.b.move(f, s.addr, false)
+		go s.b.move(f, s, true)
 	}
 }
 
@@ -363,28 +369,18 @@ func (s *shard) message(m *goredis.Message) {
 }
 
 // relocate moves the shard's feeds whose slots another master now owns,
-// as far as the client's map of the cluster knows. unsubscribe says
-// whether the shard's connection is up, and carries the feeds' old
-// subscriptions. It reports how many feeds it moved.
-func (s *shard) relocate(unsubscribe bool) int {
+// as far as the client's map of the cluster knows, and reports how many.
+func (s *shard) relocate() int {
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.Timeout)
 	defer cancel()
 	s.b.cluster.ReloadState(ctx)
 	feeds := s.snapshot()
 	moved := 0
 	for _, f := range feeds {
-		s.b.mu.Lock()
-		stale := f.shard != s
-		s.b.mu.Unlock()
-		if stale {
-			// Left behind by a move that found the feed elsewhere.
-			s.remove(f, unsubscribe)
-			continue
-		}
 		n, err := s.b.cluster.MasterForKey(ctx, feedName(f.channel))
 		if err == nil && n.Options().Addr != s.addr {
 			moved++
-			go s.b.move(f, "", unsubscribe)
+			go s.b.move(f, s, false)
 		}
 	}
 	return moved
@@ -409,7 +405,7 @@ func (b *Broker) watchTopology() {
 		case <-t.C:
 		}
 		for _, s := range b.allShards() {
-			if n := s.relocate(true); n > 0 {
+			if n := s.relocate(); n > 0 {
 				b.log.Warn("redis: channels were subscribed on a node that no longer serves them; moved, and their logs re-read",
 					"redis", s.addrName(), "channels", n)
 			}
@@ -421,17 +417,18 @@ func (b *Broker) watchTopology() {
 // topologyInterval is watchTopology's period in health intervals.
 const topologyInterval = 5
 
-// move re-homes a feed on the shard of its channel's current master and
-// re-reads its log there. from is the master that dropped the feed's
-// subscription, if one did: it no longer serves the channel, so the move
-// waits, a little, for the client's map of the cluster to name another.
-// unsubscribe says whether the old subscription is still up.
-func (b *Broker) move(f *feed, from string, unsubscribe bool) {
+// move re-homes a feed that from carries on the shard of its channel's
+// current master, and re-reads its log there. dropped says that Redis
+// ended the subscription on from: from's master no longer serves the
+// channel, so the move waits, a little, for the client's map of the
+// cluster to name another. Otherwise from's subscription, if its
+// connection is up, is ended here.
+func (b *Broker) move(f *feed, from *shard, dropped bool) {
 	b.mu.Lock()
-	old := f.shard
-	if b.feeds[f.channel] != f || f.moving {
-		// Gone, or being moved: the move under way goes where the map
-		// says now, and watchTopology corrects it if that was wrong.
+	if b.feeds[f.channel] != f || f.moving || f.shard != from {
+		// Gone, being moved, or moved already: a move under way goes
+		// where the map says now, and watchTopology corrects it if that
+		// was wrong.
 		b.mu.Unlock()
 		return
 	}
@@ -442,16 +439,14 @@ func (b *Broker) move(f *feed, from string, unsubscribe bool) {
 		f.moving = false
 		b.mu.Unlock()
 	}()
-	if old != nil {
-		old.remove(f, unsubscribe)
-	}
+	from.remove(f, !dropped)
 	f.mu.Lock()
 	// Re-read on the new shard's confirmation, or, if Subscribe has not
 	// read the log yet, in Subscribe.
 	f.resync = true
 	f.mu.Unlock()
 	if b.cluster != nil {
-		b.awaitNewMaster(f.channel, from)
+		b.awaitNewMaster(f.channel, from.addr, dropped)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()
@@ -471,12 +466,13 @@ func (b *Broker) move(f *feed, from string, unsubscribe bool) {
 	b.log.Error("redis: cannot re-home a channel's feed; its subscribers get nothing until they resubscribe", "channel_namespace", namespace(f.channel))
 }
 
-// awaitNewMaster waits, at most the broker's timeout, until the client's
-// map of the cluster names a master for ch other than from. If it never
-// does (the slot came back, or the map cannot be loaded), the feed goes
-// where the map says, and watchTopology corrects it later if need be.
-func (b *Broker) awaitNewMaster(ch, from string) {
-	if from == "" {
+// awaitNewMaster waits, when from dropped ch's subscription and at most
+// the broker's timeout, until the client's map of the cluster names a
+// master for ch other than from. If it never does (the slot came back, or
+// the map cannot be loaded), the feed goes where the map says, and
+// watchTopology corrects it later if need be.
+func (b *Broker) awaitNewMaster(ch, from string, dropped bool) {
+	if !dropped {
 		b.cluster.ReloadState(context.Background())
 		return
 	}
