@@ -40,3 +40,21 @@ func Misplace(b *Broker, ch, addr string) error {
 		return errors.New("no confirmation within 10 s")
 	}
 }
+
+// RejoinThenRemoveOld leaves ch and joins it again, then has the shard
+// remove the old feed, as a check working from a snapshot taken before
+// would.
+func RejoinThenRemoveOld(ctx context.Context, b *Broker, ch string) error {
+	b.mu.Lock()
+	old := b.feeds[ch]
+	s := old.shard
+	b.mu.Unlock()
+	if err := b.Unsubscribe(ctx, ch); err != nil {
+		return err
+	}
+	if err := b.Subscribe(ctx, ch); err != nil {
+		return err
+	}
+	s.remove(old, true)
+	return nil
+}

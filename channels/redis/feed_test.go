@@ -346,3 +346,39 @@ func TestFeed_LateMessageOfTheEpochLeftWhileTheLogIsUnreadable(t *testing.T) {
 		t.Errorf("want only publication %d of %s: %+v", last.Offset, next.Epoch, evs)
 	}
 }
+
+// A channel left and joined again is one subscription in Redis: removing
+// the old feed from its shard afterwards (a check that worked from an
+// older snapshot) must not end the new feed's subscription.
+func TestFeed_RemovingAnOldFeedKeepsTheNewOnesSubscription(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { client.Close() })
+	rec := &recorder{pubs: map[string][]uint64{}}
+	b, err := redis.New(redis.Options{Client: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(rec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	const ch = "user:1"
+	if err := b.Subscribe(ctx(t), ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := redis.RejoinThenRemoveOld(ctx(t), b, ch); err != nil {
+		t.Fatal(err)
+	}
+	r, err := b.Publish(ctx(t), ch, json.RawMessage(`{}`), channels.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for got := rec.offsets(ch); len(got) == 0 || got[len(got)-1] != r.Offset; got = rec.offsets(ch) {
+		if time.Now().After(deadline) {
+			t.Fatalf("publication %d not handed on: %v", r.Offset, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
