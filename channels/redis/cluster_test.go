@@ -575,3 +575,44 @@ func pubsubClients(t *testing.T, addr string) int {
 	}
 	return strings.Count(out, "id=")
 }
+
+// TestCluster_OrphanedFeedIsPlacedAgain takes a channel's feed off its
+// pub/sub connection, as a move that gave up after ten tries leaves it:
+// the periodic check places it again, and the log is re-read.
+func TestCluster_OrphanedFeedIsPlacedAgain(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()})
+	t.Cleanup(func() { client.Close() })
+	rec := &recorder{pubs: map[string][]uint64{}}
+	b, err := redis.New(redis.Options{Client: client, HealthInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(rec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	const ch = "user:1"
+	if err := b.Subscribe(ctx(t), ch); err != nil {
+		t.Fatal(err)
+	}
+	redis.Orphan(b, ch)
+	var last uint64
+	for i := 0; i < 3; i++ {
+		r, err := b.Publish(ctx(t), ch, json.RawMessage(`{}`), channels.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r.Offset
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for got := rec.offsets(ch); len(got) == 0 || got[len(got)-1] != last; got = rec.offsets(ch) {
+		if time.Now().After(deadline) {
+			t.Fatalf("publications up to %d not handed on: %v", last, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := rec.offsets(ch); len(got) != int(last) {
+		t.Fatalf("handed on %v", got)
+	}
+}

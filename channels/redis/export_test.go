@@ -58,3 +58,12 @@ func RejoinThenRemoveOld(ctx context.Context, b *Broker, ch string) error {
 	s.remove(old, true)
 	return nil
 }
+
+// Orphan takes ch's feed off its shard, without unsubscribing, as a move
+// that gave up leaves it.
+func Orphan(b *Broker, ch string) {
+	b.mu.Lock()
+	f := b.feeds[ch]
+	b.mu.Unlock()
+	f.shard.remove(f, false)
+}

@@ -404,6 +404,10 @@ func (b *Broker) watchTopology() {
 			return
 		case <-t.C:
 		}
+		for _, f := range b.orphans() {
+			b.log.Warn("redis: a channel's feed is on no pub/sub connection (a move failed); moving it again", "channel_namespace", namespace(f.channel))
+			go b.move(f, f.shard, false)
+		}
 		for _, s := range b.allShards() {
 			if n := s.relocate(); n > 0 {
 				b.log.Warn("redis: channels were subscribed on a node that no longer serves them; moved, and their logs re-read",
@@ -412,6 +416,27 @@ func (b *Broker) watchTopology() {
 			s.retire()
 		}
 	}
+}
+
+// orphans returns the feeds no shard carries, though Subscribe placed
+// them: a move that gave up left them so.
+func (b *Broker) orphans() []*feed {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []*feed
+	for _, f := range b.feeds {
+		// No shard yet: Subscribe is placing it.
+		if f.shard == nil || f.moving {
+			continue
+		}
+		f.shard.mu.Lock()
+		carried := f.shard.feeds[f.channel] == f
+		f.shard.mu.Unlock()
+		if !carried {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // topologyInterval is watchTopology's period in health intervals.
@@ -463,7 +488,7 @@ func (b *Broker) move(f *feed, from *shard, dropped bool) {
 	if b.isClosed() {
 		return
 	}
-	b.log.Error("redis: cannot re-home a channel's feed; its subscribers get nothing until they resubscribe", "channel_namespace", namespace(f.channel))
+	b.log.Error("redis: cannot re-home a channel's feed; trying again in a few seconds", "channel_namespace", namespace(f.channel))
 }
 
 // awaitNewMaster waits, when from dropped ch's subscription and at most
