@@ -423,6 +423,27 @@ func TestCluster_ResentPublishAppliesOnce(t *testing.T) {
 	t.Logf("answered %v; appended %d", err, len(res.Publications))
 }
 
+// recordingBroker starts a broker on client whose handler records what it
+// is handed, and subscribes it to ch.
+func recordingBroker(t *testing.T, client goredis.UniversalClient, opts redis.Options, ch string) (*redis.Broker, *recorder) {
+	t.Helper()
+	t.Cleanup(func() { client.Close() })
+	rec := &recorder{pubs: map[string][]uint64{}}
+	opts.Client = client
+	b, err := redis.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(rec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if err := b.Subscribe(ctx(t), ch); err != nil {
+		t.Fatal(err)
+	}
+	return b, rec
+}
+
 // recorder is a broker's handler that keeps what it is handed.
 type recorder struct {
 	mu     sync.Mutex
@@ -462,23 +483,10 @@ func (r *recorder) offsets(ch string) []uint64 {
 // publication made meanwhile, once, in order.
 func TestCluster_MisplacedFeedIsMovedBack(t *testing.T) {
 	c := redistest.StartReplicatedCluster(t, 3)
-	client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()})
-	t.Cleanup(func() { client.Close() })
-	rec := &recorder{pubs: map[string][]uint64{}}
+	const ch = "user:1"
 	// The default health interval: the check runs every 5 s, so that it
 	// seldom comes between the misplacing and the test's look at it.
-	b, err := redis.New(redis.Options{Client: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(rec); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	const ch = "user:1"
-	if err := b.Subscribe(ctx(t), ch); err != nil {
-		t.Fatal(err)
-	}
+	b, rec := recordingBroker(t, goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()}), redis.Options{}, ch)
 	slot := slotOf(t, c.Nodes[0].Addr(), ch)
 	master, all := owner(t, c.Nodes[0].Addr(), slot)
 	var replica, other redistest.Node
@@ -581,21 +589,8 @@ func pubsubClients(t *testing.T, addr string) int {
 // the periodic check places it again, and the log is re-read.
 func TestCluster_OrphanedFeedIsPlacedAgain(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
-	client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()})
-	t.Cleanup(func() { client.Close() })
-	rec := &recorder{pubs: map[string][]uint64{}}
-	b, err := redis.New(redis.Options{Client: client, HealthInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(rec); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
 	const ch = "user:1"
-	if err := b.Subscribe(ctx(t), ch); err != nil {
-		t.Fatal(err)
-	}
+	b, rec := recordingBroker(t, goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()}), redis.Options{HealthInterval: 200 * time.Millisecond}, ch)
 	redis.Orphan(b, ch)
 	var last uint64
 	for i := 0; i < 3; i++ {

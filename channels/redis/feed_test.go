@@ -352,21 +352,8 @@ func TestFeed_LateMessageOfTheEpochLeftWhileTheLogIsUnreadable(t *testing.T) {
 // older snapshot) must not end the new feed's subscription.
 func TestFeed_RemovingAnOldFeedKeepsTheNewOnesSubscription(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { client.Close() })
-	rec := &recorder{pubs: map[string][]uint64{}}
-	b, err := redis.New(redis.Options{Client: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(rec); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
 	const ch = "user:1"
-	if err := b.Subscribe(ctx(t), ch); err != nil {
-		t.Fatal(err)
-	}
+	b, rec := recordingBroker(t, goredis.NewClient(&goredis.Options{Addr: srv.Addr()}), redis.Options{}, ch)
 	if err := redis.RejoinThenRemoveOld(ctx(t), b, ch); err != nil {
 		t.Fatal(err)
 	}
