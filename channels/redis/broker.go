@@ -163,10 +163,7 @@ func (b *Broker) allShards() []*shard {
 // Ready implements channels.Broker: Redis answers, and every pub/sub feed
 // this node depends on is connected and answering its pings.
 func (b *Broker) Ready(ctx context.Context) error {
-	b.mu.Lock()
-	closed := b.closed
-	b.mu.Unlock()
-	if closed {
+	if b.isClosed() {
 		return channels.ErrUnavailable
 	}
 	if err := b.client.Ping(ctx).Err(); err != nil {
@@ -208,7 +205,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, o
 	// for a while, so that such a copy appends nothing.
 	own := b.cluster != nil && opts.IdempotencyKey == ""
 	if own {
-		opts.IdempotencyKey, opts.IdempotencyTTL = "resend:"+newEpoch()+newEpoch(), resendWindow
+		opts.IdempotencyKey, opts.IdempotencyTTL = "resend:"+randomHex(16), resendWindow
 	}
 	reply, err := b.run(ctx, publishScript,
 		[]string{b.metaKey(ch), b.logKey(ch), b.idemKey(ch, opts.IdempotencyKey)},
@@ -434,10 +431,13 @@ func unavailable(op string, err error) error {
 
 func ms(d time.Duration) string { return strconv.FormatInt(max(d.Milliseconds(), 1), 10) }
 
-func newEpoch() string {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
+func newEpoch() string { return randomHex(8) }
+
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
 		panic(err) // crypto/rand never fails on supported platforms
 	}
-	return hex.EncodeToString(b[:])
+	return hex.EncodeToString(b)
 }

@@ -328,10 +328,7 @@ func TestCluster_ManualFailoverLosesNothing(t *testing.T) {
 	// channel may stay subscribed on the old master, now a replica.
 	deadline := time.Now().Add(3 * topologyPeriod)
 	for {
-		left, err := redistest.Do(master.Addr, "PUBSUB", "SHARDCHANNELS", "herald:*")
-		if err != nil {
-			t.Fatal(err)
-		}
+		left := shardChannels(t, master.Addr)
 		if left == "" {
 			break
 		}
@@ -469,6 +466,33 @@ func (r *recorder) resetCount() int {
 	return r.resets
 }
 
+// await waits until ch's publication last was handed on, and returns the
+// offsets handed on then.
+func (r *recorder) await(t *testing.T, ch string, last uint64, timeout time.Duration) []uint64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := r.offsets(ch)
+		if len(got) > 0 && got[len(got)-1] >= last {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("offset %d of %s not handed on within %v; got %v", last, ch, timeout, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// shardChannels lists herald's sharded pub/sub channels subscribed on addr.
+func shardChannels(t *testing.T, addr string) string {
+	t.Helper()
+	out, err := redistest.Do(addr, "PUBSUB", "SHARDCHANNELS", "herald:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func (r *recorder) offsets(ch string) []uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -511,30 +535,13 @@ func TestCluster_MisplacedFeedIsMovedBack(t *testing.T) {
 	}
 	waitFor := func(last uint64) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			got := rec.offsets(ch)
-			if len(got) > 0 && got[len(got)-1] >= last {
-				for i, o := range got {
-					if o != uint64(i+1) {
-						t.Fatalf("handed on %v", got)
-					}
-				}
-				return
+		for i, o := range rec.await(t, ch, last, 15*time.Second) {
+			if o != uint64(i+1) {
+				t.Fatalf("handed on %v", rec.offsets(ch))
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("offset %d not handed on within 15 s; got %v", last, got)
-			}
-			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	subscribedOn := func(addr string) bool {
-		out, err := redistest.Do(addr, "PUBSUB", "SHARDCHANNELS", "herald:*")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out != ""
-	}
+	subscribedOn := func(addr string) bool { return shardChannels(t, addr) != "" }
 	waitFor(publishN(3))
 	for _, wrong := range []redistest.Node{replica, other} {
 		if err := redis.Misplace(b, ch, wrong.Addr); err != nil && !wrong.Master {
@@ -600,14 +607,7 @@ func TestCluster_OrphanedFeedIsPlacedAgain(t *testing.T) {
 		}
 		last = r.Offset
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for got := rec.offsets(ch); len(got) == 0 || got[len(got)-1] != last; got = rec.offsets(ch) {
-		if time.Now().After(deadline) {
-			t.Fatalf("publications up to %d not handed on: %v", last, got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if got := rec.offsets(ch); len(got) != int(last) {
+	if got := rec.await(t, ch, last, 15*time.Second); len(got) != int(last) {
 		t.Fatalf("handed on %v", got)
 	}
 }

@@ -361,11 +361,5 @@ func TestFeed_RemovingAnOldFeedKeepsTheNewOnesSubscription(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for got := rec.offsets(ch); len(got) == 0 || got[len(got)-1] != r.Offset; got = rec.offsets(ch) {
-		if time.Now().After(deadline) {
-			t.Fatalf("publication %d not handed on: %v", r.Offset, got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rec.await(t, ch, r.Offset, 5*time.Second)
 }

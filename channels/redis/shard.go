@@ -470,8 +470,8 @@ func (b *Broker) move(f *feed, from *shard, dropped bool) {
 	// read the log yet, in Subscribe.
 	f.resync = true
 	f.mu.Unlock()
-	if b.cluster != nil {
-		b.awaitNewMaster(f.channel, from.addr, dropped)
+	if dropped && b.cluster != nil {
+		b.awaitNewMaster(f.channel, from.addr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()
@@ -491,16 +491,13 @@ func (b *Broker) move(f *feed, from *shard, dropped bool) {
 	b.log.Error("redis: cannot re-home a channel's feed; trying again in a few seconds", "channel_namespace", namespace(f.channel))
 }
 
-// awaitNewMaster waits, when from dropped ch's subscription and at most
-// the broker's timeout, until the client's map of the cluster names a
-// master for ch other than from. If it never does (the slot came back, or
-// the map cannot be loaded), the feed goes where the map says, and
-// watchTopology corrects it later if need be.
-func (b *Broker) awaitNewMaster(ch, from string, dropped bool) {
-	if !dropped {
-		b.cluster.ReloadState(context.Background())
-		return
-	}
+// awaitNewMaster waits, at most the broker's timeout, until the client's
+// map of the cluster names a master for ch other than from, which dropped
+// ch's subscription. If it never does (the slot came back, or the map
+// cannot be loaded), the feed goes where the map says, and watchTopology
+// corrects it later if need be. (The other moves come from relocate and
+// watchTopology, on the map they ask to be reloaded each time.)
+func (b *Broker) awaitNewMaster(ch, from string) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()
 	for {
