@@ -286,13 +286,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := newClient(h, conn, h.opts.ClientIP.Of(r))
 	c.wire = up.wire
 	if code := h.register(c); code != 0 {
-		c.stop() // its context hangs off the hub's until cancelled
-		h.opts.Metrics.Closed(int(code))
 		reason := "too many connections from your address"
 		if code == StatusShuttingDown {
 			reason = "node shutting down"
 		}
-		conn.Close(code, reason)
+		c.closeWith(code, reason) // counts it, and releases its context
 		return
 	}
 	// The session runs on a goroutine of its own and the handler returns:

@@ -152,8 +152,8 @@ func (t *tailer) session(ctx context.Context) (subscribed bool, err error) {
 	readCtx, dropped := context.WithCancel(context.Background())
 	defer dropped()
 	stop := context.AfterFunc(ctx, func() {
-		time.AfterFunc(time.Second, dropped)
-		_ = conn.Close(websocket.StatusGoingAway, "")
+		leave(conn, websocket.StatusGoingAway)
+		dropped()
 	})
 	defer stop()
 

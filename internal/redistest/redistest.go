@@ -313,20 +313,30 @@ func StartCluster(t testing.TB, n int) *Cluster {
 func StartReplicatedCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	c := startCluster(t, n, 1)
+	c.await(t, "in sync", func(s *Server) (string, bool) {
+		info, err := s.Do("INFO", "replication")
+		return fmt.Sprint(info, err), err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up"))
+	})
+	return c
+}
+
+// await waits, at most 20 s, until ready holds for every node; ready
+// also returns what to report if it never does.
+func (c *Cluster) await(t testing.TB, what string, ready func(*Server) (string, bool)) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for _, s := range c.Nodes {
 		for {
-			info, err := s.Do("INFO", "replication")
-			if err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up")) {
+			got, ok := ready(s)
+			if ok {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("replica %s not in sync: %v %s", s.Addr(), err, info)
+				t.Fatalf("%s not %s: %s", s.Addr(), what, got)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	return c
 }
 
 func startCluster(t testing.TB, n, replicas int) *Cluster {
@@ -348,19 +358,10 @@ func startCluster(t testing.TB, n, replicas int) *Cluster {
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for _, s := range c.Nodes {
-		for {
-			info, err := s.Do("CLUSTER", "INFO")
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster not ok on %s: %v %s", s.Addr(), err, info)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	c.await(t, "cluster_state:ok", func(s *Server) (string, bool) {
+		info, err := s.Do("CLUSTER", "INFO")
+		return fmt.Sprint(info, err), err == nil && strings.Contains(info, "cluster_state:ok")
+	})
 	return c
 }
 
@@ -387,8 +388,7 @@ func (c *Cluster) Server(addr string) *Server {
 type Node struct {
 	ID, Addr string
 	Master   bool
-	MasterID string // a replica's master
-	Failed   bool
+	MasterID string   // a replica's master
 	Slots    [][2]int // inclusive ranges a master serves
 }
 
@@ -407,7 +407,6 @@ func Topology(addr string) ([]Node, error) {
 		n := Node{ID: f[0], Addr: strings.SplitN(f[1], "@", 2)[0], MasterID: f[3]}
 		flags := strings.Split(f[2], ",")
 		n.Master = slices.Contains(flags, "master")
-		n.Failed = slices.Contains(flags, "fail") || slices.Contains(flags, "fail?")
 		for _, r := range f[8:] {
 			if strings.HasPrefix(r, "[") { // a slot being migrated
 				continue

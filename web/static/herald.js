@@ -206,6 +206,8 @@ export function connect(options) {
   let nextID = 1;
   let failures = 0; // consecutive attempts that did not reach connected, or whose session ended within a second
   let limited = 0; // consecutive sessions closed with 4029 (rate limited)
+  // The wait before the next attempt, after `failures` failed ones.
+  const retryDelay = () => backoffDelay(Math.max(failures - 1, 0), backoff, random);
   let urlIndex = 0;
   let token = opts.token || null;
   let expiresMs = 0;
@@ -483,7 +485,7 @@ export function connect(options) {
         if (stopped) return;
         fail('get_token_failed', 'getToken: ' + err, { cause: err });
         failures++;
-        schedule(backoffDelay(failures - 1, backoff, random), 0, 'getToken failed');
+        schedule(retryDelay(), 0, 'getToken failed');
         return;
       }
       if (stopped) return;
@@ -497,7 +499,7 @@ export function connect(options) {
       fail('websocket', 'cannot open ' + url + ': ' + err, { cause: err });
       failures++;
       urlIndex++;
-      schedule(backoffDelay(failures - 1, backoff, random), 0, 'open failed');
+      schedule(retryDelay(), 0, 'open failed');
       return;
     }
     socket = ws;
@@ -786,7 +788,6 @@ export function connect(options) {
     const instant = wasConnected && uptime >= 1000;
     if (wasConnected && (instant || code === CloseCode.RATE_LIMITED)) failures = 0;
     else failures++;
-    const later = () => backoffDelay(Math.max(failures - 1, 0), backoff, random);
     // Rate limiting counts across sessions (each one reaches connected
     // before it is closed): only a session that lasted a minute forgets it.
     if (code !== CloseCode.RATE_LIMITED || uptime >= 60_000) limited = 0;
@@ -799,16 +800,15 @@ export function connect(options) {
         if (!opts.getToken) return halt(code, reason, 'unauthorized', 'the token was refused: ' + reason);
         fail('unauthorized', 'the token was refused (' + reason + '); asking getToken for another', {});
         token = null;
-        return schedule(later(), code, reason);
+        return schedule(retryDelay(), code, reason);
       case CloseCode.TOKEN_EXPIRED:
         if (!opts.getToken) return halt(code, reason, 'token_expired', 'the token expired and there is no getToken to renew it');
         token = null;
-        return schedule(instant ? 0 : later(), code, reason);
+        return schedule(instant ? 0 : retryDelay(), code, reason);
       case CloseCode.SHUTTING_DOWN:
-        urlIndex++; // that node is going away: try the next one first
-        return schedule(instant ? 0 : later(), code, reason);
       case CloseCode.TOO_SLOW:
-        return schedule(instant ? 0 : later(), code, reason);
+        if (code === CloseCode.SHUTTING_DOWN) urlIndex++; // that node is going away: try the next one first
+        return schedule(instant ? 0 : retryDelay(), code, reason);
       case CloseCode.RATE_LIMITED:
         // Too many connections from this address, or frames too fast:
         // never at once, and later each time it happens again.
@@ -818,7 +818,7 @@ export function connect(options) {
         return schedule(backoffDelay(limited + failures, backoff, random), code, reason);
     }
     if (!wasConnected) urlIndex++;
-    return schedule(later(), code, reason);
+    return schedule(retryDelay(), code, reason);
   }
 
   /**
