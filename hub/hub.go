@@ -56,7 +56,8 @@ type Options struct {
 	MaxFrameBytes int64
 	// SendQueueBytes bounds what may wait to be written to one client,
 	// including a resume's missed publications; beyond it the client is
-	// closed with 4009 [4 MiB].
+	// closed with 4009 [4 MiB]. History replies the client asked for may
+	// wait beyond it, with what follows them, up to as much again.
 	SendQueueBytes int
 	// MaxSubscriptions per connection [256].
 	MaxSubscriptions int

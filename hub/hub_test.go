@@ -3,7 +3,9 @@ package hub_test
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -260,28 +262,96 @@ func TestHistory_OnePublicationOverTheBoundSaysTruncated(t *testing.T) {
 		n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
 	}
 	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
-	// Each reply is most of the 64 KiB queue, which counts a frame until
-	// the node's write of it returned: a ping's pong, queued after it,
-	// tells the client the reply no longer counts, before it asks again.
-	written := func() {
-		c.Send(map[string]any{"type": "ping"})
-		c.Expect("pong")
-	}
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10})
 	f := c.Expect("history")
 	if got := f.Offsets(); len(got) != 1 || got[0] != 3 || f["truncated"] != true {
 		t.Fatalf("newest: offsets %v, truncated %v", got, f["truncated"])
 	}
-	written()
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10, "since": map[string]any{"offset": 0, "epoch": f.String("epoch")}})
 	f = c.Expect("history")
 	if got := f.Offsets(); len(got) != 1 || got[0] != 1 || f["truncated"] != true {
 		t.Fatalf("since 0: offsets %v, truncated %v", got, f["truncated"])
 	}
-	written()
 	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 10, "since": map[string]any{"offset": 2, "epoch": f.String("epoch")}})
 	if f = c.Expect("history"); len(f.Offsets()) != 1 || f["truncated"] != nil {
 		t.Fatalf("since 2, the last: %v", f["truncated"])
+	}
+}
+
+// History replies asked for back to back can together outgrow the send
+// queue, which counts a reply until the node's write of it returned: a
+// client that asks for three large pages before it reads the first must
+// still get all three, not 4009, and every frame in the order it was sent:
+// a pong or a publication does not overtake a reply waiting for room.
+func TestHistory_RepliesAskedBackToBackAllArrive(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.Hub.SendQueueBytes = 3 << 20 })
+	pad := strings.Repeat("x", 1200<<10) // each reply 1.2 MiB: three overflow the 3 MiB queue
+	var epoch string
+	for i := 1; i <= 3; i++ {
+		epoch = n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad)).Epoch
+	}
+	// A small receive buffer: the node's write of the first reply blocks
+	// until the client reads, so the reply still counts when the next
+	// requests arrive.
+	conn, r := upgradeRaw(t, n, "")
+	_ = conn.(*net.TCPConn).SetReadBuffer(128 << 10)
+	frames := wsFrame(1, fmt.Appendf(nil, `{"id":1,"type":"connect","token":%q}`, heraldtest.Token(t, "42", "")))
+	frames = append(frames, wsFrame(1, []byte(`{"id":2,"type":"subscribe","channel":"user:42"}`))...)
+	for i := range 3 {
+		frames = append(frames, wsFrame(1, fmt.Appendf(nil,
+			`{"id":%d,"type":"history","channel":"user:42","limit":1,"since":{"offset":%d,"epoch":%q}}`, i+3, i, epoch))...)
+	}
+	frames = append(frames, wsFrame(1, []byte(`{"id":6,"type":"ping"}`))...)
+	if _, err := conn.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the node has read every request by now
+	n.PublishDirect(t, "user:42", `{"n":4}`)
+
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	want := []string{"connected 1", "subscribed 2", "history 3 [1]", "history 4 [2]", "history 5 [3]", "pong 6", "pub 0 4"}
+	for i, w := range want {
+		op, payload := readFrame(t, r)
+		var f struct {
+			ID           int
+			Type         string
+			Offset       int
+			Publications []struct{ Offset int }
+		}
+		if op != 1 || json.Unmarshal(payload, &f) != nil {
+			t.Fatalf("frame %d: opcode %d, %.200s", i, op, payload)
+		}
+		got := fmt.Sprintf("%s %d", f.Type, f.ID)
+		switch f.Type {
+		case "history":
+			var offsets []int
+			for _, p := range f.Publications {
+				offsets = append(offsets, p.Offset)
+			}
+			got += fmt.Sprint(" ", offsets)
+		case "pub":
+			got += fmt.Sprint(" ", f.Offset)
+		}
+		if got != w {
+			t.Fatalf("frame %d is %q, want %q", i, got, w)
+		}
+	}
+}
+
+// What waits beyond the send queue is bounded too: a client that keeps
+// asking and never reads is closed as too slow.
+func TestHistory_AskingWithoutReadingIsClosed4009(t *testing.T) {
+	n := start(t, func(c *server.Config) {
+		c.Hub.SendQueueBytes = 1 << 20
+		c.Hub.FrameRate, c.Hub.FrameBurst = 1000, 1000
+	})
+	n.PublishDirect(t, "user:42", fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", 400<<10)))
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	for range 100 { // 40 MiB asked for, past any socket buffer
+		c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 1})
+	}
+	if code := c.CloseStatus(10 * time.Second); code != hub.StatusTooSlow {
+		t.Fatalf("close code %d, want 4009", code)
 	}
 }
 

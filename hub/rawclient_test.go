@@ -94,7 +94,7 @@ func upgradeRaw(t *testing.T, n *heraldtest.Node, extra string) (net.Conn, *bufi
 	return conn, r
 }
 
-// readFrame reads one server frame (unmasked, up to 64 KiB) from r and
+// readFrame reads one server frame (unmasked, unfragmented) from r and
 // returns its opcode and payload.
 func readFrame(t *testing.T, r *bufio.Reader) (opcode byte, payload []byte) {
 	t.Helper()
@@ -103,12 +103,15 @@ func readFrame(t *testing.T, r *bufio.Reader) (opcode byte, payload []byte) {
 		t.Fatalf("reading a frame: %v", err)
 	}
 	size := int(head[1] & 0x7f)
-	if size == 126 {
-		var ext [2]byte
-		if _, err := io.ReadFull(r, ext[:]); err != nil {
+	if size >= 126 {
+		ext := make([]byte, 2+6*(size-126)) // 2 bytes of length, or 8
+		if _, err := io.ReadFull(r, ext); err != nil {
 			t.Fatal(err)
 		}
-		size = int(binary.BigEndian.Uint16(ext[:]))
+		size = 0
+		for _, b := range ext {
+			size = size<<8 | int(b)
+		}
 	}
 	payload = make([]byte, size)
 	if _, err := io.ReadFull(r, payload); err != nil {

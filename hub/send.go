@@ -13,33 +13,63 @@ import (
 // whether the frame was queued. Frames may be shared between clients and
 // must not be modified afterwards.
 func (c *client) send(b []byte) bool {
-	queued, start := c.enqueue(b)
+	queued, start := c.enqueue(b, false)
 	if start {
 		go c.writeLoop()
 	}
 	return queued
 }
 
+// sendReply queues a history reply. A reply can take half the send queue,
+// and a client may ask for several before it reads the first: closing it
+// as too slow would punish a client that reads. So a reply that does not
+// fit waits until the writer makes room (see enqueue).
+func (c *client) sendReply(b []byte) {
+	if _, start := c.enqueue(b, true); start {
+		go c.writeLoop()
+	}
+}
+
 // enqueue queues a frame as send does but leaves the client's writer to
 // the caller: start reports that the client had none, and that the caller
 // must start one (writeLoop, or writeNow after a fan-out).
-func (c *client) enqueue(b []byte) (queued, start bool) {
+//
+// A reply that does not fit in the queue is held instead, and every frame
+// after it is held behind it, so that the client gets its frames in the
+// order they were sent; the writer queues them as it makes room
+// (written). What is held is bounded by the queue's size again: past that
+// the client asks for more than it reads, or reads too slowly for its
+// channels, and is closed with 4009.
+func (c *client) enqueue(b []byte, reply bool) (queued, start bool) {
+	limit := c.hub.opts.SendQueueBytes
 	c.mu.Lock()
-	if c.closing {
+	switch {
+	case c.closing:
 		c.mu.Unlock()
 		return false, false
-	}
-	if c.queued+len(b) > c.hub.opts.SendQueueBytes {
+	case len(c.held) == 0 && c.queued+len(b) <= limit:
+		start = c.push(b)
+	case (reply && c.queued > 0 || len(c.held) > 0) && c.heldBytes+len(b) <= limit:
+		// The queue is not empty, so a writer is under way to make room.
+		c.held = append(c.held, b)
+		c.heldBytes += len(b)
+	default:
 		c.mu.Unlock()
 		c.closeWith(StatusTooSlow, "send queue overflow")
 		return false, false
 	}
+	c.mu.Unlock()
+	return true, start
+}
+
+// push appends a frame to the queue and reports whether the client had no
+// writer, which the caller must then start. c.mu is held.
+func (c *client) push(b []byte) (start bool) {
 	c.queue = append(c.queue, b)
 	c.queued += len(b)
 	start = !c.writing
 	c.writing = true
-	c.mu.Unlock()
-	return true, start
+	return start
 }
 
 // fanoutChunk is how many clients one fan-out writer takes on at least; a
@@ -166,10 +196,18 @@ func (c *client) writeLoop() {
 	}
 }
 
-// written uncounts n bytes of frames written from the queue, and wakes a
-// resume waiting for room. c.mu is held.
+// written uncounts n bytes of frames written from the queue, queues the
+// replies waiting for the room that made, and wakes a resume waiting for
+// room. It runs on the client's writer, which goes on to write what it
+// queued. c.mu is held.
 func (c *client) written(n int) {
 	c.queued -= n
+	for len(c.held) > 0 && c.queued+len(c.held[0]) <= c.hub.opts.SendQueueBytes {
+		c.push(c.held[0])
+		c.heldBytes -= len(c.held[0])
+		c.held[0] = nil
+		c.held = c.held[1:]
+	}
 	if c.room != nil && c.queued <= c.roomAt {
 		close(c.room)
 		c.room = nil

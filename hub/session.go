@@ -41,10 +41,14 @@ type client struct {
 	mu sync.Mutex
 	// room, when not nil, is closed once at most roomAt bytes are queued
 	// (see waitRoom).
-	room      chan struct{}
-	roomAt    int
-	queue     [][]byte
-	queued    int
+	room   chan struct{}
+	roomAt int
+	queue  [][]byte
+	queued int
+	// held are history replies waiting for room in the queue, heldBytes
+	// their size (see sendReply).
+	held      [][]byte
+	heldBytes int
 	writing   bool
 	closing   bool
 	expiry    *time.Timer
@@ -290,6 +294,7 @@ func (c *client) markClosing(code websocket.StatusCode) bool {
 	c.closing = true
 	c.hub.opts.Metrics.Closed(int(code))
 	c.queue, c.queued = nil, 0
+	c.held, c.heldBytes = nil, 0
 	if c.room != nil {
 		close(c.room) // a replay waiting for room gives up
 		c.room = nil

@@ -137,7 +137,7 @@ func (s *subscription) deliver(ev event, ready *[]*client) bool {
 	if ready == nil {
 		return s.c.send(ev.frame)
 	}
-	queued, start := s.c.enqueue(ev.frame)
+	queued, start := s.c.enqueue(ev.frame, false)
 	if start {
 		*ready = append(*ready, s.c)
 	}
@@ -382,7 +382,7 @@ func (c *client) history(f frame) {
 	}
 	reply := NewHistoryReply(name, res, opts)
 	reply.ID, reply.Type = f.ID, "history"
-	c.send(encode(reply))
+	c.sendReply(encode(reply))
 }
 
 // historyItemOverhead is what a publication adds to a history reply
