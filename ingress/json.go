@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode"
 )
 
 // Decode unmarshals a webhook body into v with numbers kept as
@@ -63,6 +64,22 @@ func BodyHash(body []byte) string {
 	}
 	sum := sha256.Sum256(raw)
 	return hex.EncodeToString(sum[:12])
+}
+
+// IsCardNumber reports whether s may be a payment card number: 12 to 19
+// digits, however grouped, and no letter. Crypto addresses and IBANs have
+// letters; a card already masked has fewer digits.
+func IsCardNumber(s string) bool {
+	digits := 0
+	for _, r := range s {
+		switch {
+		case r >= '0' && r <= '9':
+			digits++
+		case unicode.IsLetter(r):
+			return false
+		}
+	}
+	return digits >= 12 && digits <= 19
 }
 
 // MaskCard keeps the first six and last four digits of a card number

@@ -107,8 +107,18 @@ func Sign(h http.Header, method, path string, body []byte, cfg ingress.Config, n
 	h.Set(HeaderSignature, ingress.SignHex(sha256.New, cfg.Secret, []byte(method), []byte(path), body, []byte(ts)))
 }
 
-// masked lists the members that hold card numbers.
-var masked = map[string]func(string) string{"to": ingress.MaskCard}
+// masked lists the members that may hold card numbers.
+var masked = map[string]func(string) string{"to": maskTo}
+
+// maskTo masks "to" when it holds a card number, as 0xpay documents it for
+// a fiat withdrawal. A crypto withdrawal's address has letters and is kept
+// as sent: masking its digits would corrupt it.
+func maskTo(s string) string {
+	if ingress.IsCardNumber(s) {
+		return ingress.MaskCard(s)
+	}
+	return s
+}
 
 // Redact masks card numbers in a dead letter.
 func Redact(body []byte) []byte { return ingress.Redact(body, masked) }
@@ -195,7 +205,7 @@ func Parse(r *ingress.Request) (*ingress.Event, error) {
 	if to, err := o.String("to"); err != nil {
 		return nil, err
 	} else if to != "" {
-		ev.Details["to"] = ingress.MaskCard(to)
+		ev.Details["to"] = maskTo(to)
 	}
 	if ev.Raw, err = ingress.Rewrite(r.Body, masked); err != nil {
 		return nil, err
