@@ -8,6 +8,7 @@
 package kriptomat
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -72,6 +73,9 @@ type document struct {
 
 // Parse implements ingress.Provider.Parse.
 func Parse(r *ingress.Request) (*ingress.Event, error) {
+	if b := bytes.TrimLeft(r.Body, " \t\r\n"); len(b) > 0 && b[0] != '{' {
+		return nil, ingress.Malformed("not a JSON object")
+	}
 	var p payload
 	if err := ingress.Decode(r.Body, &p); err != nil {
 		return nil, err
@@ -298,14 +302,26 @@ func kyc(p *payload, body []byte) (*ingress.Event, error) {
 		details["documents"] = docs
 	}
 	return &ingress.Event{
-		// A KYC notification carries no id of its own: the body names it.
-		ID:         fmt.Sprintf("kriptomat:kyc.review:%s:%s", user, ingress.BodyHash(body)),
+		// A KYC notification carries no id of its own: the body names it,
+		// but for the count of failed deliveries, which a retry raises.
+		ID:         fmt.Sprintf("kriptomat:kyc.review:%s:%s", user, ingress.BodyHash(retryless(body))),
 		Type:       "kyc.review",
 		Status:     status,
 		User:       user,
 		OccurredAt: occurred,
 		Details:    details,
 	}, nil
+}
+
+// retryless returns a KYC body with its count of failed deliveries
+// (status.notificationFailureCnt) blanked, so that a retry names the same
+// event as the delivery that failed.
+func retryless(body []byte) []byte {
+	b, err := ingress.Rewrite(body, map[string]func(string) string{"notificationFailureCnt": func(string) string { return "" }})
+	if err != nil {
+		return body
+	}
+	return b
 }
 
 // kycState maps a KYC review (Sumsub's vocabulary: reviewStatus, and

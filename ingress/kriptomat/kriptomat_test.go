@@ -105,6 +105,29 @@ func TestStatusChangesAreDistinctEventsAndRetriesDuplicates(t *testing.T) {
 	}
 }
 
+// A KYC notification has no id: its body names it. Sumsub counts failed
+// deliveries in status.notificationFailureCnt, so a retry differs in that
+// count alone, and must still be a duplicate; a new review is not.
+func TestKYCRetryAfterAFailedDeliveryIsADuplicate(t *testing.T) {
+	n := heraldtest.Start(t, heraldtest.Config())
+	first := string(heraldtest.Fixtures(t, kriptomat.Slug)["kyc_status"])
+	if !strings.Contains(first, `"notificationFailureCnt": 0`) {
+		t.Fatal("the fixture has no notificationFailureCnt of 0")
+	}
+	retry := strings.Replace(first, `"notificationFailureCnt": 0`, `"notificationFailureCnt": 3`, 1)
+	review := strings.Replace(first, `"reviewDate": "2018-07-18 11:27:53+0000"`, `"reviewDate": "2018-07-19 09:00:00+0000"`, 1)
+	if review == first {
+		t.Fatal("the fixture's reviewDate changed")
+	}
+	for i, step := range []struct{ body, want string }{
+		{first, "published"}, {retry, "duplicate"}, {review, "published"},
+	} {
+		if code, res := n.Ingress(t, kriptomat.Slug, []byte(step.body)); code != http.StatusOK || res["status"] != step.want {
+			t.Fatalf("step %d: %d %v, want %s", i, code, res, step.want)
+		}
+	}
+}
+
 func TestParse_Refusals(t *testing.T) {
 	cases := map[string]struct {
 		body string
@@ -121,6 +144,7 @@ func TestParse_Refusals(t *testing.T) {
 		"bad date":            {`{"id":1,"type":"BUY","state":"SUCCESS","pair":"btceur","amount":1,"date":"yesterday"}`, ingress.ErrMalformed},
 		"withdrawal no user":  {`{"id":1,"type":"FIAT_WITHDRAWAL","state":"SUCCESS","amount":1}`, ingress.ErrMalformed},
 		"not an object":       {`[1,2]`, ingress.ErrMalformed},
+		"null":                {` null`, ingress.ErrMalformed},
 		"trailing comma":      {`{"error": "Balance low, BTC balance below 1.00",}`, ingress.ErrMalformed},
 		"comment":             {`{"id": 1, // nope` + "\n" + `"type":"BUY"}`, ingress.ErrMalformed},
 		"kyc without status":  {`{"user_id":1,"status":{"reviewResult":{}}}`, ingress.ErrMalformed},
