@@ -188,6 +188,11 @@ func transfer(t ingress.Object, name string, a ingress.Amounts, details map[stri
 	if err := money(a, name+"_fee", t, "totalFee"); err != nil {
 		return err
 	}
+	// Coinify: "If this is set, we cannot guarantee the amount or fee".
+	if fee, ok := a[name+"_fee"]; ok && a[name].Approximate {
+		fee.Approximate = true
+		a[name+"_fee"] = fee
+	}
 	t.CopyTo(details, "medium", name+"_medium")
 	d, err := t.Object("details")
 	if err != nil {

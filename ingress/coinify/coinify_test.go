@@ -46,7 +46,7 @@ func TestParse_EveryEvent(t *testing.T) {
 		{"identification_approved", "identification_attempt.approved", "approved", "26286", "", nil},
 		{"identification_rejected", "identification_attempt.rejected", "rejected", "1", "", nil},
 		{"trade_created", "trade.created", "pending", "123", "coinify:trade:1235",
-			map[string]string{"eur_amount": "100 EUR", "transfer_in": "103 EUR", "transfer_in_fee": "3 EUR", "transfer_out": "0.099 BTC ~", "transfer_out_fee": "0.0001 BTC"}},
+			map[string]string{"eur_amount": "100 EUR", "transfer_in": "103 EUR", "transfer_in_fee": "3 EUR", "transfer_out": "0.099 BTC ~", "transfer_out_fee": "0.0001 BTC ~"}},
 		{"trade_transfer_in_completed", "trade.transfer_in_completed", "pending", "123", "coinify:trade:1235", nil},
 		{"trade_completed", "trade.completed", "succeeded", "123", "coinify:trade:1235",
 			map[string]string{"transfer_out": "0.099 BTC"}},
