@@ -3,6 +3,7 @@ package partner
 import (
 	"crypto/sha256"
 	"strings"
+	"time"
 
 	"herald/ingress"
 )
@@ -140,6 +141,9 @@ func (h hook) parse(p ingress.Object, r *ingress.Request) (*ingress.Event, error
 	if ev.OccurredAt, err = occurred(p); err != nil {
 		return nil, err
 	}
+	if h.byUser && ev.Txn != "" {
+		ev.Rank = attemptRank(ev.OccurredAt, ev.Rank)
+	}
 	a := ingress.Amounts{}
 	skip := map[string]bool{userKey: true, "event_type": true}
 	for _, s := range h.sums {
@@ -178,6 +182,19 @@ func firstID(p ingress.Object, keys []string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// attemptRank ranks a user's verification by its time first: a user
+// rejected may try again, and the new attempt's pending comes after the
+// rejection without being stale. Only a status older than the current one,
+// by the provider's clock, is stale; at the same time (or without one) a
+// final status still outranks a pending one.
+func attemptRank(at string, rank int) int {
+	t, err := time.Parse(time.RFC3339Nano, at)
+	if err != nil {
+		return rank
+	}
+	return int(t.UnixMilli())*4 + rank
 }
 
 func pick(byUser bool, user, id string) string {

@@ -208,6 +208,46 @@ func TestOutOfOrderIsPublishedStale(t *testing.T) {
 	}
 }
 
+// A user rejected may try again: the new attempt's pending, later than the
+// rejection, is the current status, not stale. A pending older than the
+// rejection, delivered late, is stale; so is one without a time.
+func TestKYCNewAttemptAfterRejectionIsNotStale(t *testing.T) {
+	kyc := func(status, at string) []byte {
+		b := `{"event_type":"kyc.status_changed","data":{"externalUserId":"` + alice + `","status":"` + status + `"`
+		if at != "" {
+			b += `,"updatedAt":"` + at + `"`
+		}
+		return []byte(b + `}}`)
+	}
+	n := heraldtest.Start(t, heraldtest.Config())
+	steps := []struct {
+		body    []byte
+		stale   bool
+		current string
+	}{
+		{kyc("REJECTED", "2025-08-04T16:45:00Z"), false, ""},
+		{kyc("PENDING", "2025-08-04T10:00:00Z"), true, "rejected"}, // the first attempt's, late
+		{kyc("PENDING", "2025-08-05T09:00:00Z"), false, ""},        // the second attempt
+		{kyc("APPROVED", "2025-08-05T09:30:00Z"), false, ""},       // its outcome
+		{kyc("PENDING", "2025-08-05T09:30:00Z"), true, "approved"}, // same time: the final status stands
+		{kyc("PENDING", ""), true, "approved"},                     // no time
+	}
+	for i, step := range steps {
+		if code, res := n.Ingress(t, partner.Slug, step.body); code != http.StatusOK || res["status"] != "published" {
+			t.Fatalf("step %d: %d %v", i, code, res)
+		}
+	}
+	evs := n.Events(t, "user:"+alice)
+	if len(evs) != len(steps) {
+		t.Fatalf("%d events", len(evs))
+	}
+	for i, step := range steps {
+		if evs[i].Stale != step.stale || evs[i].CurrentStatus != step.current {
+			t.Errorf("step %d: stale %v, current %q; want %v, %q", i, evs[i].Stale, evs[i].CurrentStatus, step.stale, step.current)
+		}
+	}
+}
+
 // A SEPA transfer without event_type is recognised by its IBAN, also when
 // it names its user, which would otherwise make it a user status.
 func TestParse_SEPATransferNamingItsUser(t *testing.T) {
