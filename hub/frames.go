@@ -74,23 +74,31 @@ func decodeFrame(data []byte) (frame, error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return f, protocolErr("frame is not a JSON object")
 	}
-	if err := json.Unmarshal(data, &f); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if !errors.As(err, &typeErr) {
-			return f, protocolErr("frame is not a JSON object")
-		}
-		if typeErr.Field == "type" {
-			return f, protocolErr(`"type" must be a string`)
-		}
+	err := json.Unmarshal(data, &f)
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err != nil && !errors.As(err, &typeErr):
+		return f, protocolErr("frame is not a JSON object")
+	case err != nil && typeErr.Field == "type":
+		return f, protocolErr(`"type" must be a string`)
+	case f.Type == "":
+		return f, protocolErr(`frame has no "type"`)
+	case !knownType(f.Type):
+		// Before a field's type: a frame of no known type is a protocol
+		// error whatever its fields hold.
+		return f, protocolErr("unknown frame type")
+	case err != nil:
 		return f, badRequest("field " + strconv.Quote(typeErr.Field) + " has the wrong type")
 	}
-	switch f.Type {
+	return f, nil
+}
+
+func knownType(t string) bool {
+	switch t {
 	case typeConnect, typeSubscribe, typeUnsubscribe, typeHistory, typeRefresh, typePing:
-		return f, nil
-	case "":
-		return f, protocolErr(`frame has no "type"`)
+		return true
 	}
-	return f, protocolErr("unknown frame type")
+	return false
 }
 
 // Server frames. Replies carry the id of the frame they answer; frames the
@@ -195,11 +203,16 @@ type errorFrame struct {
 // marshal encodes a server frame's JSON. The types above cannot fail to
 // encode.
 func marshal(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	// Publication data goes out as it was published, as in live frames:
+	// escaped, each "<", ">" and "&" would take six bytes, and a history
+	// reply bounded by its data's size could outgrow the send queue.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		panic("hub: encoding a server frame: " + err.Error())
 	}
-	return b
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // encode makes a server frame ready for the wire: its JSON in a websocket

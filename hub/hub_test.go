@@ -278,6 +278,26 @@ func TestHistory_OnePublicationOverTheBoundSaysTruncated(t *testing.T) {
 	}
 }
 
+// History replies carry data as it was published, as live frames do:
+// escaped for HTML, each "<" would take six bytes, and a reply of a
+// publication near the bound could not be sent at all.
+func TestHistory_DataIsSentAsPublished(t *testing.T) {
+	n := start(t, func(c *server.Config) { c.Hub.SendQueueBytes = 64 << 10 }) // a 32 KiB bound
+	data := `"` + strings.Repeat("<&>", 10<<10) + `"`                         // 30 KiB, 180 escaped
+	n.PublishDirect(t, "user:42", data)
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+	c.Send(map[string]any{"type": "history", "channel": "user:42", "limit": 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, msg, err := c.Conn.Read(ctx)
+	if err != nil {
+		t.Fatalf("no history reply: %v", err)
+	}
+	if !strings.Contains(string(msg), `"data":`+data) {
+		t.Fatalf("reply of %d bytes does not carry the data as published: %.200s", len(msg), msg)
+	}
+}
+
 // History replies asked for back to back can together outgrow the send
 // queue, which counts a reply until the node's write of it returned: a
 // client that asks for three large pages before it reads the first must
@@ -363,6 +383,8 @@ func TestProtocolErrorsClose4002(t *testing.T) {
 		"string":       func(c *heraldtest.Client) { c.SendRaw([]byte(`"ping"`)) },
 		"unknown type": func(c *heraldtest.Client) { c.Send(map[string]any{"type": "publish"}) },
 		"no type":      func(c *heraldtest.Client) { c.Send(map[string]any{"channel": "user:42"}) },
+		"unknown type, a field of the wrong type": func(c *heraldtest.Client) { c.SendRaw([]byte(`{"type":"bogus","id":"x"}`)) },
+		"no type, a field of the wrong type":      func(c *heraldtest.Client) { c.SendRaw([]byte(`{"channel":5}`)) },
 		"binary": func(c *heraldtest.Client) {
 			_ = c.Conn.Write(context.Background(), websocket.MessageBinary, []byte(`{"type":"ping"}`))
 		},
