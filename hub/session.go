@@ -178,6 +178,9 @@ func (c *client) setClaims(claims *auth.Claims) {
 	c.grants = claims.Grants()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closing {
+		return // a timer armed now would keep the closed client until it fired
+	}
 	d := time.Until(claims.Expires())
 	if c.expiry == nil {
 		c.expiry = time.AfterFunc(d, func() { c.closeWith(StatusTokenExpired, "token expired") })
