@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -246,25 +247,32 @@ func (b *Broker) Seen(ctx context.Context, ch, key string) (bool, error) {
 
 // History implements channels.Broker.
 func (b *Broker) History(ctx context.Context, ch string, opts channels.HistoryOptions) (channels.HistoryResult, error) {
-	return b.history(ctx, ch, opts, false)
+	return b.history(ctx, ch, opts, nil)
 }
 
 // history reads a log. With resync, since is a position this node itself
-// handed on, and one beyond the log's newest offset in the same epoch
-// means that Redis came back from an older state (a snapshot, a replica
-// behind): the log then takes a new epoch, so that every node and every
-// resume sees the gap instead of offsets used twice. A client's since
-// never does that, or any client could make all others resync.
-func (b *Broker) history(ctx context.Context, ch string, opts channels.HistoryOptions, resync bool) (channels.HistoryResult, error) {
-	mode, sinceOff, sinceEpoch := "newest", "0", ""
+// handed on, and *resync the data it handed on there (nil: unknown). One
+// beyond the log's newest offset in the same epoch, or other data at that
+// offset now, means that Redis came back from an older state (a snapshot,
+// a replica behind) and lost publications, perhaps overtaken since by new
+// ones under the same offsets: the log then takes a new epoch, so that
+// every node and every resume sees the gap instead of offsets used twice.
+// A client's since never does that, or any client could make all others
+// resync.
+func (b *Broker) history(ctx context.Context, ch string, opts channels.HistoryOptions, resync *[]byte) (channels.HistoryResult, error) {
+	mode, sinceOff, sinceEpoch, digest := "newest", "0", "", ""
 	if opts.Since != nil {
 		mode, sinceOff, sinceEpoch = "since", strconv.FormatUint(opts.Since.Offset, 10), opts.Since.Epoch
-		if resync {
+		if resync != nil {
 			mode = "resync"
+			if *resync != nil {
+				sum := sha1.Sum(*resync)
+				digest = hex.EncodeToString(sum[:])
+			}
 		}
 	}
 	reply, err := b.run(ctx, historyScript, []string{b.metaKey(ch), b.logKey(ch)},
-		newEpoch(), ms(b.opts.MetaTTL), mode, sinceOff, sinceEpoch, max(opts.Limit, 0), max(opts.MaxBytes, 0),
+		newEpoch(), ms(b.opts.MetaTTL), mode, sinceOff, sinceEpoch, max(opts.Limit, 0), max(opts.MaxBytes, 0), digest,
 	).Slice()
 	if err != nil {
 		return channels.HistoryResult{}, unavailable("history", err)

@@ -31,6 +31,9 @@ type feed struct {
 	known bool
 	epoch string
 	last  uint64
+	// lastData is the data of publication last, when the feed handed it
+	// on: a re-read compares it with what the log holds there now.
+	lastData []byte
 	// left is the epoch the feed moved on from: its late messages are
 	// dropped even when the log cannot be read to tell.
 	left string
@@ -76,7 +79,7 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	}
 	f.mu.Lock()
 	if !f.known || f.epoch != top.Epoch || f.last < top.Offset {
-		f.known, f.epoch, f.last = true, top.Epoch, top.Offset
+		f.known, f.epoch, f.last, f.lastData = true, top.Epoch, top.Offset, nil
 	}
 	if f.resync {
 		// The pub/sub connection broke while the log was being read:
@@ -160,7 +163,7 @@ func (b *Broker) deliver(f *feed, p channels.Publication) {
 			b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: p.Epoch}, channels.ReasonEpochMismatch)
 			f.left, f.epoch = f.epoch, p.Epoch
 			b.handler.HandlePublication(f.channel, p)
-			f.last = p.Offset
+			f.last, f.lastData = p.Offset, p.Data
 			return
 		case p.Epoch != f.epoch:
 			return
@@ -178,7 +181,7 @@ func (b *Broker) deliver(f *feed, p channels.Publication) {
 		}
 	}
 	b.handler.HandlePublication(f.channel, p)
-	f.known, f.epoch, f.last = true, p.Epoch, p.Offset
+	f.known, f.epoch, f.last, f.lastData = true, p.Epoch, p.Offset, p.Data
 }
 
 // backfill re-reads the log after the last delivered publication and hands
@@ -191,7 +194,7 @@ func (b *Broker) backfill(f *feed) bool {
 	learned := false
 	for {
 		since := channels.Position{Offset: f.last, Epoch: f.epoch}
-		res, err := b.historyRetry(f.channel, since)
+		res, err := b.historyRetry(f.channel, since, f.lastData)
 		if err != nil {
 			// Redis answers pub/sub but not reads: give up on this gap, loudly.
 			// The next publication shows the hub a gap, which it announces to
@@ -203,21 +206,21 @@ func (b *Broker) backfill(f *feed) bool {
 		learned = true
 		if res.Epoch != f.epoch {
 			b.handler.HandleReset(f.channel, channels.Position{Offset: 0, Epoch: res.Epoch}, channels.ReasonEpochMismatch)
-			f.left, f.epoch, f.last = f.epoch, res.Epoch, 0
+			f.left, f.epoch, f.last, f.lastData = f.epoch, res.Epoch, 0, nil
 			since = channels.Position{Offset: 0, Epoch: res.Epoch}
-			if res, err = b.historyRetry(f.channel, since); err != nil {
+			if res, err = b.historyRetry(f.channel, since, nil); err != nil {
 				f.resync = true
 				return learned
 			}
 		}
 		if ok, reason := res.Recover(since); !ok && res.Epoch == f.epoch {
-			f.last = res.Earliest - 1
+			f.last, f.lastData = res.Earliest-1, nil
 			b.handler.HandleReset(f.channel, channels.Position{Offset: f.last, Epoch: f.epoch}, reason)
 		}
 		for _, p := range res.Publications {
 			if p.Offset > f.last {
 				b.handler.HandlePublication(f.channel, p)
-				f.last = p.Offset
+				f.last, f.lastData = p.Offset, p.Data
 			}
 		}
 		if len(res.Publications) == 0 || f.last >= res.Offset {
@@ -231,9 +234,10 @@ func (b *Broker) backfill(f *feed) bool {
 // backfillBytes bounds one page of a backfill.
 const backfillBytes = 4 << 20
 
-// historyRetry reads the log after since, retrying briefly: a backfill
-// usually runs right after Redis came back.
-func (b *Broker) historyRetry(ch string, since channels.Position) (channels.HistoryResult, error) {
+// historyRetry reads the log after since, the feed's own position whose
+// data it handed on was sinceData (nil: unknown), retrying briefly: a
+// backfill usually runs right after Redis came back.
+func (b *Broker) historyRetry(ch string, since channels.Position, sinceData []byte) (channels.HistoryResult, error) {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if attempt > 0 {
@@ -241,7 +245,7 @@ func (b *Broker) historyRetry(ch string, since channels.Position) (channels.Hist
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 		var res channels.HistoryResult
-		res, err = b.history(ctx, ch, channels.HistoryOptions{Since: &since, MaxBytes: backfillBytes}, true)
+		res, err = b.history(ctx, ch, channels.HistoryOptions{Since: &since, MaxBytes: backfillBytes}, &sinceData)
 		cancel()
 		if err == nil || !errors.Is(err, channels.ErrUnavailable) {
 			return res, err

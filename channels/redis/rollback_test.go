@@ -23,21 +23,10 @@ import (
 func TestRedisBackFromAnOlderState_IsANewEpoch(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	n := heraldtest.Start(t, backend{single: srv}.config())
-	publish := func(i int) {
-		t.Helper()
-		var err error
-		for try := 0; try < 50; try++ {
-			if _, err = n.Server.Broker().Publish(context.Background(), "user:1", json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)), channels.PublishOptions{}); err == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Fatalf("publish %d: %v", i, err)
-	}
 	c := heraldtest.Connect(t, n, heraldtest.Token(t, "1", ""))
 	epoch := c.Subscribe("user:1").String("epoch")
 	for i := 1; i <= 10; i++ {
-		publish(i)
+		publishRetrying(t, n, i)
 		if i == 5 {
 			if _, err := srv.Do("SAVE"); err != nil {
 				t.Fatal(err)
@@ -64,7 +53,7 @@ func TestRedisBackFromAnOlderState_IsANewEpoch(t *testing.T) {
 		}
 	}
 	for i := 106; i <= 111; i++ {
-		publish(i)
+		publishRetrying(t, n, i)
 	}
 	for i := 106; i <= 111; i++ {
 		if f := c.Expect("pub"); f.Offset() != uint64(i-100) || data(f) != float64(i) {
@@ -77,4 +66,72 @@ func TestRedisBackFromAnOlderState_IsANewEpoch(t *testing.T) {
 	if f := r.Expect("subscribed"); f["recovered"] != false || f.String("epoch") != newEpoch || f.Offset() != 11 {
 		t.Fatalf("resume from 10: %v", f)
 	}
+}
+
+// As above, but another node publishes more than Redis lost before this
+// node's feed re-reads the log: the new publications take the lost
+// offsets, so the log's newest offset is past the feed's again. The feed
+// compares the data it handed on at its last offset with what the log
+// holds there now, and the log still takes a new epoch: no subscriber
+// keeps the lost publications under offsets that now name others.
+func TestRedisBackFromAnOlderState_OvertakenIsStillANewEpoch(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	n := heraldtest.Start(t, backend{single: srv}.config())
+	other := heraldtest.Start(t, backend{single: srv}.config())
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "1", ""))
+	epoch := c.Subscribe("user:1").String("epoch")
+	for i := 1; i <= 10; i++ {
+		publishRetrying(t, n, i)
+		if i == 8 {
+			if _, err := srv.Do("SAVE"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := 1; i <= 10; i++ {
+		if f := c.Expect("pub"); f.Offset() != uint64(i) {
+			t.Fatalf("pub %v", f)
+		}
+	}
+
+	srv.Kill()
+	time.Sleep(1500 * time.Millisecond) // the node's reconnection backs off meanwhile
+	srv.StartAgain()                    // offset 8, same epoch: 9 and 10 lost
+	for i := 109; i <= 115; i++ {       // at once, as offsets 9 to 15
+		publishRetrying(t, other, i)
+	}
+	gap, err := c.ReadTimeout(15 * time.Second)
+	if err != nil || gap.Type() != "subscribed" || gap["recovered"] != false || gap.String("reason") != "epoch_mismatch" || gap.String("epoch") == epoch {
+		t.Fatalf("after the restore: %v %v", gap, err)
+	}
+	newEpoch := gap.String("epoch")
+	data := func(f heraldtest.Frame) float64 { n, _ := f["data"].(map[string]any)["n"].(float64); return n }
+	for i := 1; i <= 15; i++ {
+		want := float64(i)
+		if i > 8 {
+			want += 100
+		}
+		if f := c.Expect("pub"); f.Offset() != uint64(i) || f.String("epoch") != newEpoch || data(f) != want {
+			t.Fatalf("offset %d: %v", i, f)
+		}
+	}
+	r := heraldtest.Connect(t, other, heraldtest.Token(t, "1", ""))
+	r.Send(map[string]any{"type": "subscribe", "channel": "user:1", "since": map[string]any{"offset": 10, "epoch": epoch}})
+	if f := r.Expect("subscribed"); f["recovered"] != false || f.String("epoch") != newEpoch {
+		t.Fatalf("resume from the lost 10: %v", f)
+	}
+}
+
+// publishRetrying publishes {"n":i} to user:1 through n's broker, retrying
+// for 5 s while Redis comes back.
+func publishRetrying(t *testing.T, n *heraldtest.Node, i int) {
+	t.Helper()
+	var err error
+	for try := 0; try < 500; try++ {
+		if _, err = n.Server.Broker().Publish(context.Background(), "user:1", json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)), channels.PublishOptions{}); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("publish %d: %v", i, err)
 }

@@ -103,12 +103,14 @@ return out
 //	KEYS: meta, log
 //	ARGV: candidate epoch, meta TTL ms, mode ("since", "resync" or
 //	      "newest"), since offset, since epoch, limit (0: none), max bytes
-//	      of data (0: none)
+//	      of data (0: none), SHA-1 of the data handed on at since
+//	      ("resync"; "": unknown)
 //	returns {epoch, top, earliest, entries}
 //
 // "resync" is "since" for a position the node handed on itself: one
-// beyond the newest offset in the same epoch means the log went back to
-// an older state, and it takes the candidate epoch (Broker.history).
+// beyond the newest offset in the same epoch, or other data at it, means
+// the log went back to an older state, and it takes the candidate epoch
+// (Broker.history).
 //
 // With max bytes the entries are read a page at a time, each page sized
 // by what the rest of the bound holds at the entries' size so far, and the
@@ -124,9 +126,17 @@ if not epoch then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local top = tonumber(redis.call('HGET', KEYS[1], 'top'))
-if ARGV[3] == 'resync' and ARGV[5] == epoch and tonumber(ARGV[4]) > top then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+if ARGV[3] == 'resync' and ARGV[5] == epoch then
+  local since = tonumber(ARGV[4])
+  local lost = since > top
+  if not lost and since > 0 and ARGV[8] ~= '' then
+    local at = redis.call('XRANGE', KEYS[2], since .. '-0', since .. '-0')
+    lost = #at > 0 and redis.sha1hex(at[1][2][2]) ~= ARGV[8]
+  end
+  if lost then
+    epoch = ARGV[1]
+    redis.call('HSET', KEYS[1], 'epoch', epoch)
+  end
 end
 local earliest = top + 1
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
