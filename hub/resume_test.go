@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -426,4 +427,43 @@ func TestResume_EpochResetDuringTheReplay(t *testing.T) {
 		n.PublishDirect(t, "user:42", fmt.Sprintf(`{"n":%d}`, i))
 	}
 	expectPubs(t, c, 1, 3)
+}
+
+// Live publications held while a client's subscriptions recover count
+// against one bound for the client, not one per subscription: a client
+// resuming two channels that each hold less than the send queue, but
+// together more, is closed as too slow.
+func TestResume_HeldLiveTrafficIsBoundedPerClient(t *testing.T) {
+	n := start(t, func(c *server.Config) {
+		c.Hub.SendQueueBytes = 64 << 10
+		c.HistorySize = 1000
+	})
+	pad := fmt.Sprintf("%0900d", 0)
+	epochs := map[string]string{}
+	for _, ch := range []string{"user:42", "merchant:m1"} {
+		for i := 1; i <= 1000; i++ { // ≈ 900 KB missed each, past the socket's buffers: the replays wait for room
+			epochs[ch] = n.PublishDirect(t, ch, fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, pad)).Epoch
+		}
+	}
+	// A client that reads nothing: its replays stay under way.
+	conn, _ := upgradeRaw(t, n, "")
+	_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	frames := wsFrame(1, fmt.Appendf(nil, `{"id":1,"type":"connect","token":%q}`, heraldtest.Token(t, "42", "m1")))
+	for i, ch := range []string{"user:42", "merchant:m1"} {
+		frames = append(frames, wsFrame(1, fmt.Appendf(nil,
+			`{"id":%d,"type":"subscribe","channel":%q,"since":{"offset":0,"epoch":%q}}`, i+2, ch, epochs[ch]))...)
+	}
+	if _, err := conn.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	n.WaitMetric(t, 1, "herald_subscriptions", "namespace", "user")
+	n.WaitMetric(t, 1, "herald_subscriptions", "namespace", "merchant")
+	// 40 KiB held for each: under the queue's 64 KiB, 80 together.
+	big := fmt.Sprintf(`{"pad":"%040960d"}`, 0)
+	n.PublishDirect(t, "user:42", big)
+	if got := n.Metrics(t).Get("herald_closes_total", "code", "4009"); got != 0 {
+		t.Fatalf("closed after one channel's 40 KiB: %v", got)
+	}
+	n.PublishDirect(t, "merchant:m1", big)
+	n.WaitMetric(t, 1, "herald_closes_total", "code", "4009")
 }

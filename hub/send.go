@@ -62,6 +62,17 @@ func (c *client) enqueue(b []byte, reply bool) (queued, start bool) {
 	return true, start
 }
 
+// holdPending counts n more bytes (less, when negative) of live
+// publications held for the client's subscriptions while they recover,
+// and reports whether they now exceed the send queue's bound: one bound
+// for the client, however many channels it resumes at once.
+func (c *client) holdPending(n int) (over bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pendingBytes += n
+	return c.pendingBytes > c.hub.opts.SendQueueBytes
+}
+
 // push appends a frame to the queue and reports whether the client had no
 // writer, which the caller must then start. c.mu is held.
 func (c *client) push(b []byte) (start bool) {

@@ -49,10 +49,13 @@ type client struct {
 	// their size (see sendReply).
 	held      [][]byte
 	heldBytes int
-	writing   bool
-	closing   bool
-	expiry    *time.Timer
-	pingTimer *time.Timer
+	// pendingBytes is what the client's recovering subscriptions hold of
+	// live publications, with the events' own size (see holdPending).
+	pendingBytes int
+	writing      bool
+	closing      bool
+	expiry       *time.Timer
+	pingTimer    *time.Timer
 }
 
 func newClient(h *Hub, conn *websocket.Conn, ip netip.Addr) *client {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"unsafe"
 
 	"github.com/coder/websocket"
 
@@ -111,8 +112,9 @@ func (h *Hub) HandleReset(channel string, pos channels.Position, reason string) 
 func (s *subscription) deliver(ev event, ready *[]*client) bool {
 	if s.recovering {
 		s.pending = append(s.pending, ev)
-		s.pendingBytes += len(ev.frame)
-		if s.pendingBytes > s.c.hub.opts.SendQueueBytes {
+		n := len(ev.frame) + int(unsafe.Sizeof(ev))
+		s.pendingBytes += n
+		if s.c.holdPending(n) {
 			s.c.closeWith(StatusTooSlow, "send queue overflow")
 		}
 		return false
@@ -326,6 +328,7 @@ func (s *subscription) finishRecovery() {
 		}
 	}
 	s.c.hub.opts.Metrics.Delivered(delivered)
+	s.c.holdPending(-s.pendingBytes)
 	s.pending, s.pendingBytes = nil, 0
 }
 
@@ -351,7 +354,8 @@ func (c *client) leave(s *subscription) {
 	s.hc.mu.Lock()
 	delete(s.hc.subs, s)
 	s.gone = true
-	s.pending = nil
+	s.c.holdPending(-s.pendingBytes)
+	s.pending, s.pendingBytes = nil, 0
 	s.hc.mu.Unlock()
 	c.hub.release(s.hc)
 }
