@@ -98,6 +98,9 @@ export interface ClientOptions {
   connectTimeout?: number;
   /** Refresh the token at most this many ms before it expires (60000; a quarter of its lifetime when shorter). */
   refreshMargin?: number;
+  /** Frames sent per second at most, on average (40), and at once (200); more wait their turn, in order, under the server's 4029 limit (50 a second, bursts of 300). */
+  frameRate?: number;
+  frameBurst?: number;
   clock?: ClockLike;
 }
 

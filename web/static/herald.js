@@ -133,6 +133,8 @@ function wsURL(url) {
  * @property {Position | null} [since]
  * @property {(v: any) => void} [resolve]
  * @property {(e: any) => void} [reject]
+ * @property {string} [token] a refresh's new token, adopted once accepted
+ * @property {number} [at] when getToken handed that token over
  */
 
 /** @returns {null} */
@@ -183,6 +185,11 @@ export function connect(options) {
   const pongTimeout = opts.pongTimeout ?? 10000;
   const connectTimeout = opts.connectTimeout ?? 15000;
   const refreshMargin = opts.refreshMargin ?? 60000;
+  // herald closes a connection that sends frames faster than it allows
+  // (4029; 50 a second, bursts of 300, by default): frames beyond this
+  // client's own, lower pace wait their turn, in order.
+  const frameRate = opts.frameRate ?? 40;
+  const frameBurst = opts.frameBurst ?? 200;
   const storage = opts.storage || null;
   const prefix = opts.storagePrefix ?? 'herald:';
 
@@ -210,6 +217,7 @@ export function connect(options) {
   const retryDelay = () => backoffDelay(Math.max(failures - 1, 0), backoff, random);
   let urlIndex = 0;
   let token = opts.token || null;
+  let tokenAt = now(); // when the token was handed over, by this client's clock
   let expiresMs = 0;
   let lastFrameAt = 0;
   /** @type {any} */ let reconnectTimer = null;
@@ -260,8 +268,39 @@ export function connect(options) {
     emit('state', { state: next, previous });
   }
 
+  /** @type {object[]} frames waiting for the pace (see frameRate) */
+  let outbox = [];
+  let allowance = frameBurst;
+  let allowanceAt = 0;
+  /** @type {any} */ let outboxTimer = null;
+
+  /** Reports whether a frame may go now, and counts it if so. */
+  function paced() {
+    const t = now();
+    allowance = Math.min(frameBurst, allowance + ((t - allowanceAt) * frameRate) / 1000);
+    allowanceAt = t;
+    if (allowance < 1) return false;
+    allowance--;
+    return true;
+  }
+
   /** @param {object} frame */
   function send(frame) {
+    if (!socket) return false;
+    if (outbox.length === 0 && paced()) return write(frame);
+    outbox.push(frame);
+    if (!outboxTimer) outboxTimer = setTimer(drain, Math.ceil(1000 / frameRate));
+    return true;
+  }
+
+  function drain() {
+    outboxTimer = null;
+    while (outbox.length > 0 && socket && paced()) write(/** @type {object} */ (outbox.shift()));
+    if (outbox.length > 0 && socket) outboxTimer = setTimer(drain, Math.ceil(1000 / frameRate));
+  }
+
+  /** @param {object} frame */
+  function write(frame) {
     if (!socket) return false;
     try {
       socket.send(JSON.stringify(frame));
@@ -481,6 +520,7 @@ export function connect(options) {
     if (opts.getToken && stale(token)) {
       try {
         token = await opts.getToken();
+        tokenAt = now();
       } catch (err) {
         if (stopped) return;
         fail('get_token_failed', 'getToken: ' + err, { cause: err });
@@ -504,6 +544,9 @@ export function connect(options) {
     }
     socket = ws;
     connected = false;
+    // A new connection, a new allowance on the server's side too.
+    allowance = frameBurst;
+    allowanceAt = now();
     const tok = token;
     ws.onopen = () => {
       if (ws !== socket) return;
@@ -593,7 +636,7 @@ export function connect(options) {
         }
         break;
       case 'refreshed':
-        onRefreshed(f);
+        onRefreshed(p, f);
         break;
       case 'error':
         onError(p, f);
@@ -634,8 +677,13 @@ export function connect(options) {
     if (subs.get(sub.channel) !== sub) return;
     sub.state = 'active'; // deliver() accepts publications only while active
     const epoch = String(f.epoch);
-    (f.publications || []).forEach((/** @type {any} */ p, /** @type {number} */ i) =>
-      deliver(sub, epoch, Number(p.offset), p.data, true, () => exactAt(text, ['publications', i, 'data'])));
+    const pubs = f.publications || [];
+    for (let i = 0; i < pubs.length; i++) {
+      deliver(sub, epoch, Number(pubs[i].offset), pubs[i].data, true, () => exactAt(text, ['publications', i, 'data']));
+      // A handler may have left the channel: then nothing more, and no
+      // subscribe for a channel no one wants.
+      if (subs.get(sub.channel) !== sub) return;
+    }
     const top = positions.get(sub.channel);
     if (!top || top.epoch !== epoch) remember(sub.channel, { epoch, offset: Number(f.offset) });
     sub.state = 'idle';
@@ -671,6 +719,16 @@ export function connect(options) {
           }, backoffDelay(sub.retries, backoff, random));
           return;
         }
+        if (code === 'already_subscribed' && sub.retries < 3) {
+          // The server holds a subscription this client had given up:
+          // leave it, then subscribe again from the saved position (the
+          // server answers a connection's frames in order).
+          sub.retries++;
+          request({ kind: 'unsubscribe', sub }, { type: 'unsubscribe', channel: sub.channel });
+          sub.state = 'idle';
+          start(sub);
+          return;
+        }
         // forbidden, bad_request, too_many_subscriptions: retrying cannot help.
         subs.delete(sub.channel);
         fail(code, message, { channel: sub.channel });
@@ -689,8 +747,15 @@ export function connect(options) {
     }
   }
 
-  /** @param {any} f */
-  function onRefreshed(f) {
+  /**
+   * @param {Pending | undefined} p
+   * @param {any} f
+   */
+  function onRefreshed(p, f) {
+    if (p && p.token) {
+      token = p.token;
+      tokenAt = p.at || now();
+    }
     const previous = expiresMs;
     expiresMs = Number(f.expires) * 1000;
     emit('refreshed', { expires: Number(f.expires) });
@@ -705,7 +770,14 @@ export function connect(options) {
     if (refreshTimer) clearTimer(refreshTimer);
     refreshTimer = null;
     if (!opts.getToken || !expiresMs) return;
-    const left = expiresMs - now();
+    // The expiry is the server's time. A clock behind it would refresh
+    // too late, after a 4008: the token's own lifetime, counted from when
+    // it was handed over, bounds the wait too.
+    let left = expiresMs - now();
+    const claims = token ? decodeToken(token) : null;
+    if (claims && typeof claims.exp === 'number' && typeof claims.iat === 'number' && claims.exp > claims.iat) {
+      left = Math.min(left, tokenAt + (claims.exp - claims.iat) * 1000 - now());
+    }
     let delay = left - Math.min(refreshMargin, left / 4);
     if (noProgress) {
       // getToken handed back a token that expires no later: try again
@@ -731,8 +803,9 @@ export function connect(options) {
       return;
     }
     if (ws !== socket || !connected) return;
-    token = fresh;
-    request({ kind: 'refresh' }, { type: 'refresh', token: fresh });
+    // Adopted once the server accepts it (onRefreshed): a refused one must
+    // not be the next connection's.
+    request({ kind: 'refresh', token: fresh, at: now() }, { type: 'refresh', token: fresh });
   }
 
   function schedulePing() {
@@ -772,6 +845,10 @@ export function connect(options) {
     socket = null;
     connected = false;
     clearConnectionTimers();
+    // What waited was for the old connection; the new one subscribes anew.
+    outbox = [];
+    if (outboxTimer) clearTimer(outboxTimer);
+    outboxTimer = null;
     for (const p of pending.values()) {
       if (p.reject) p.reject(Object.assign(new Error('disconnected'), { code: 'disconnected' }));
     }

@@ -12,7 +12,7 @@ const TOKEN = unsignedToken({ sub: '42', merchant: 'acme', exp: 4_000_000_000 })
 /** A client on fakes, recording every event it emits. */
 function setup(extra = {}) {
   const clock = new FakeClock();
-  const { FakeWebSocket, sockets } = fakeWebSocket();
+  const { FakeWebSocket, sockets } = fakeWebSocket(clock);
   const events = [];
   const client = connect({
     url: 'http://herald.test',
@@ -428,6 +428,86 @@ test('a subscribe refused as unavailable again and again is retried later each t
   }
   assert.deepEqual(gaps, [2000, 4000, 8000, 8000]);
   sockets[0].answerSubscribe('user:42', { offset: 1 });
+});
+
+test('hundreds of channels retrying through a broker outage keep under the server frame rate', async () => {
+  const { clock, sockets, client } = setup();
+  const channels = Array.from({ length: 256 }, (_, i) => 'c:' + i);
+  for (const ch of channels) client.subscribe(ch, () => {});
+  await clock.advance(0);
+  const ws = sockets[0];
+  ws.accept();
+  let answered = 0;
+  for (let ms = 0; ms < 60_000; ms += 50) {
+    // The broker is down: every subscribe is refused as unavailable.
+    for (const f of ws.sent.slice(answered)) {
+      if (f.type === 'subscribe') ws.frame({ id: f.id, type: 'error', code: 'unavailable', message: 'broker unavailable; retry' });
+    }
+    answered = ws.sent.length;
+    await clock.advance(50);
+  }
+  assert.ok(ws.all('subscribe').length > 3 * 256, 'each channel was retried several times');
+  // herald's limit: 50 frames a second, bursts of 300.
+  let allowance = 300;
+  for (let i = 0; i < ws.sentAt.length; i++) {
+    if (i > 0) allowance = Math.min(300, allowance + ((ws.sentAt[i] - ws.sentAt[i - 1]) * 50) / 1000);
+    allowance--;
+    assert.ok(allowance >= 0, `frame ${i} (${ws.sent[i].type}) at ${ws.sentAt[i] - ws.sentAt[0]} ms is over the server limit`);
+  }
+  assert.equal(ws.closed, null);
+});
+
+test('a handler that unsubscribes during a backfill ends it; no subscribe follows', async () => {
+  const { clock, sockets, client } = setup();
+  const got = [];
+  const sub = client.subscribe('merchant:acme', (data, meta) => {
+    got.push(meta.offset);
+    if (meta.offset === 8) sub.unsubscribe();
+  }, { backfill: 3 });
+  await clock.advance(0);
+  sockets[0].accept();
+  const h = sockets[0].last('history');
+  sockets[0].frame({ id: h.id, type: 'history', channel: 'merchant:acme', epoch: 'E', offset: 9, publications: [{ offset: 7, data: {} }, { offset: 8, data: {} }, { offset: 9, data: {} }] });
+  await clock.advance(1000);
+  assert.deepEqual(got, [7, 8]);
+  assert.equal(sockets[0].all('subscribe').length, 0);
+  // Subscribing again later works as usual.
+  client.subscribe('merchant:acme', () => {});
+  await clock.advance(0);
+  assert.deepEqual(sockets[0].last('subscribe').since, { offset: 8, epoch: 'E' });
+});
+
+test('already_subscribed is mended: the client leaves, then subscribes again from its position', async () => {
+  const { clock, sockets, client, got, collect } = setup();
+  client.subscribe('user:42', collect, { since: { epoch: 'E', offset: 4 } });
+  await clock.advance(0);
+  sockets[0].accept();
+  const s = sockets[0].last('subscribe');
+  sockets[0].frame({ id: s.id, type: 'error', code: 'already_subscribed', message: 'already subscribed to user:42' });
+  const after = sockets[0].sent.slice(sockets[0].sent.indexOf(s) + 1).map((f) => f.type);
+  assert.deepEqual(after, ['unsubscribe', 'subscribe']);
+  assert.deepEqual(sockets[0].last('subscribe').since, { offset: 4, epoch: 'E' });
+  sockets[0].answerSubscribe('user:42', { offset: 4 });
+  sockets[0].pub('user:42', 5);
+  assert.deepEqual(offsets(got), [5]);
+});
+
+test('a clock behind the server still refreshes before the token expires', async () => {
+  const skew = 120_000; // the server's clock is two minutes ahead
+  let n = 0;
+  const { clock, sockets } = setup({
+    token: undefined,
+    refreshMargin: 60_000,
+    getToken: () => {
+      const iat = Math.floor((clock.t + skew) / 1000);
+      return unsignedToken({ sub: '42', n: ++n, iat, exp: iat + 100 });
+    },
+  });
+  await clock.advance(0);
+  const expires = Math.floor((clock.t + skew) / 1000) + 100; // the server's expiry, 100 s away
+  sockets[0].accept({ expires });
+  await clock.advance(76_000);
+  assert.equal(sockets[0].all('refresh').length, 1, 'refreshed a quarter of the lifetime before its end');
 });
 
 for (const lasted of [5000, 100]) {

@@ -54,14 +54,19 @@ export async function flush() {
   for (let i = 0; i < 10; i++) await Promise.resolve();
 }
 
-/** Makes a WebSocket class whose instances are recorded in `sockets`. */
-export function fakeWebSocket() {
+/**
+ * Makes a WebSocket class whose instances are recorded in `sockets`; with
+ * a clock, each records when it sent each frame (sentAt).
+ * @param {FakeClock} [clock]
+ */
+export function fakeWebSocket(clock) {
   const sockets = [];
   class FakeWebSocket {
     constructor(url, protocols) {
       this.url = url;
       this.protocols = protocols;
       this.sent = [];
+      this.sentAt = [];
       this.closed = null;
       this.onopen = this.onmessage = this.onclose = this.onerror = null;
       sockets.push(this);
@@ -69,6 +74,7 @@ export function fakeWebSocket() {
     send(data) {
       if (this.closed) throw new Error('send on a closed socket');
       this.sent.push(JSON.parse(data));
+      this.sentAt.push(clock ? clock.t : 0);
     }
     close(code, reason) {
       this.closed = { code, reason, byClient: true };
