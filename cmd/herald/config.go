@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"sort"
@@ -131,6 +132,11 @@ func settings() []setting {
 		}},
 		{env: "HERALD_SEND_QUEUE_BYTES", def: "4194304", usage: "bytes that may wait for one slow client before it is closed with 4009", set: func(c *config, v string) (err error) {
 			c.SendQueueBytes, err = positiveInt(v)
+			if err == nil && c.SendQueueBytes < minSendQueueBytes {
+				// Half of it bounds a publication: below this, webhooks of
+				// ordinary size would be refused.
+				err = fmt.Errorf("must be at least %d (64 KiB; got %q)", minSendQueueBytes, v)
+			}
 			return err
 		}},
 		{env: "HERALD_MAX_SUBSCRIPTIONS", def: "256", usage: "subscriptions per connection", set: func(c *config, v string) (err error) {
@@ -147,7 +153,7 @@ func settings() []setting {
 		}},
 		{env: "HERALD_CLIENT_FRAME_RATE", def: "50", usage: "frames per second one connection may send on average; faster closes it with 4029", set: func(c *config, v string) error {
 			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f <= 0 {
+			if err != nil || !(f > 0) || math.IsInf(f, 0) { // NaN and Inf would turn the limit off
 				return fmt.Errorf("must be a positive number (got %q)", v)
 			}
 			c.FrameRate = f
@@ -415,6 +421,9 @@ func nonEmpty(v string) error {
 	}
 	return nil
 }
+
+// minSendQueueBytes is the least HERALD_SEND_QUEUE_BYTES.
+const minSendQueueBytes = 64 << 10
 
 func positiveInt(v string) (int, error) {
 	n, err := strconv.Atoi(v)

@@ -198,6 +198,9 @@ func TestRun_BadConfigurationFailsFast(t *testing.T) {
 		{append(secret, "HERALD_DRAIN_WINDOW", "soon"), "HERALD_DRAIN_WINDOW: must be a duration"},
 		{append(secret, "HERALD_LOG_FORMAT", "xml"), "HERALD_LOG_FORMAT: must be one of json, text"},
 		{append(secret, "HERALD_SEND_QUEUE_BYTES", "-1"), "HERALD_SEND_QUEUE_BYTES"},
+		{append(secret, "HERALD_SEND_QUEUE_BYTES", "4096"), "HERALD_SEND_QUEUE_BYTES: must be at least 65536"},
+		{append(secret, "HERALD_CLIENT_FRAME_RATE", "NaN"), "HERALD_CLIENT_FRAME_RATE: must be a positive number"},
+		{append(secret, "HERALD_CLIENT_FRAME_RATE", "+Inf"), "HERALD_CLIENT_FRAME_RATE: must be a positive number"},
 	} {
 		start := time.Now()
 		code, _, errOut := runCmd(t, tc.env)
@@ -207,6 +210,11 @@ func TestRun_BadConfigurationFailsFast(t *testing.T) {
 		if time.Since(start) > 5*time.Second { // a refusal does not wait for anything
 			t.Errorf("env %v: took %v to refuse", tc.env, time.Since(start))
 		}
+	}
+	// A Redis URL that does not parse is named, its password is not.
+	code, _, errOut := runCmd(t, append(secret, "HERALD_REDIS_URL", "redis://default:S3cretPW@host:63x79"))
+	if code == 0 || !strings.Contains(errOut, "HERALD_REDIS_URL: parse") || strings.Contains(errOut, "S3cretPW") {
+		t.Errorf("bad Redis URL: exit %d, %q", code, errOut)
 	}
 	// An empty variable is an unset one; an empty flag is a value.
 	if code, _, errOut := runCmd(t, secret, "--addr", ""); code != 2 || !strings.Contains(errOut, "HERALD_ADDR: must not be empty") {

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -72,7 +73,7 @@ func newEngine(cfg Config) (*engine, error) {
 	case cfg.RedisURL != "":
 		opts, err := goredis.ParseURL(cfg.RedisURL)
 		if err != nil {
-			return nil, fmt.Errorf("HERALD_REDIS_URL: %w", err)
+			return nil, fmt.Errorf("HERALD_REDIS_URL: %w", withoutURL(err))
 		}
 		if err := redisClientSettings(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries); err != nil {
 			return nil, fmt.Errorf("HERALD_REDIS_URL: %w", err)
@@ -85,7 +86,7 @@ func newEngine(cfg Config) (*engine, error) {
 			// cluster that wants a password or TLS.
 			var err error
 			if opts, err = goredis.ParseClusterURL(cfg.RedisCluster[0]); err != nil {
-				return nil, fmt.Errorf("HERALD_REDIS_CLUSTER: %w", err)
+				return nil, fmt.Errorf("HERALD_REDIS_CLUSTER: %w", withoutURL(err))
 			}
 		}
 		if err := redisClientSettings(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries); err != nil {
@@ -132,4 +133,14 @@ func (e *engine) closeClient() error {
 		return nil
 	}
 	return e.client.Close()
+}
+
+// withoutURL drops the URL a parse error quotes: it may hold a password,
+// and the error is printed.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
 }
