@@ -44,7 +44,8 @@ type Config struct {
 	PublicKeyPEM []byte
 	Issuer       string
 	Audience     string
-	// Leeway tolerates clock skew on exp, nbf and iat.
+	// Leeway tolerates the issuer's clock running ahead: on nbf and iat.
+	// Not on exp: a token accepted would be closed as expired at once.
 	Leeway time.Duration
 }
 
@@ -97,6 +98,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
 		jwt.WithLeeway(cfg.Leeway),
 		// Only canonical base64: no second spelling of a signed token.
 		jwt.WithStrictDecoding(),
@@ -132,6 +134,9 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	}
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: missing sub claim", ErrInvalidToken)
+	}
+	if !c.ExpiresAt.After(time.Now()) { // within the leeway the parser forgave
+		return nil, fmt.Errorf("%w: token expired", ErrInvalidToken)
 	}
 	return &c, nil
 }

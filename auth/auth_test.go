@@ -111,6 +111,31 @@ func TestVerify_PublicKeyKinds(t *testing.T) {
 	}
 }
 
+// The leeway forgives an issuer's clock that runs ahead (nbf, iat), never
+// an expired token: one accepted would be closed as expired at once.
+func TestVerify_LeewayIsForTheIssuersClockNotForExpiry(t *testing.T) {
+	v, err := auth.NewVerifier(auth.Config{Secret: secret, Leeway: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(claim string, d time.Duration) string {
+		return sign(t, jwt.SigningMethodHS256, secret, claims(func(c *jwt.MapClaims) { (*c)[claim] = time.Now().Add(d).Unix() }))
+	}
+	for _, tc := range []struct {
+		name, token, refused string
+	}{
+		{"expired 2 s ago", at("exp", -2*time.Second), "token expired"},
+		{"nbf 2 s ahead", at("nbf", 2*time.Second), ""},
+		{"iat 2 s ahead", at("iat", 2*time.Second), ""},
+		{"iat an hour ahead", at("iat", time.Hour), "token used before issued"},
+	} {
+		_, err := v.Verify(tc.token)
+		if tc.refused == "" && err != nil || tc.refused != "" && (err == nil || !strings.Contains(err.Error(), tc.refused)) {
+			t.Errorf("%s: %v, want refused %q", tc.name, err, tc.refused)
+		}
+	}
+}
+
 func TestVerify_RejectsHostileTokens(t *testing.T) {
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	v, err := auth.NewVerifier(auth.Config{Secret: secret, Issuer: "herald-test", Audience: "dashboards"})

@@ -92,6 +92,11 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			"dedup_window", cfg.DedupWindow.String(), "longest_provider_retries", longestProviderRetries.String())
 	}
 	warnMerchantless(logger, cfg)
+	if n := len(cfg.JWTSecret); n > 0 && n < 32 {
+		// RFC 7518 §3.2: an HMAC key at least as long as the hash. A short
+		// one can be guessed from any token, and a guess mints any grant.
+		logger.Warn("HERALD_JWT_SECRET is shorter than 32 bytes: it can be found from any token by trying secrets, and then any token can be forged", "bytes", n)
+	}
 	if cfg.Dev {
 		printDev(stdout, cfg, ln.Addr())
 	}
