@@ -149,13 +149,18 @@ function addEvent(data, meta) {
   detail.hidden = true;
   const dtd = document.createElement('td');
   dtd.colSpan = 8;
+  const note = document.createElement('p');
+  note.className = 'raw-note';
+  note.hidden = true;
+  note.textContent = 'Numbers as this browser reads them: it cannot keep their digits (no JSON.rawJSON), so 2.00 shows as 2 and long decimals may be rounded. The amounts column is exact.';
   const pre = document.createElement('pre');
-  dtd.append(pre);
+  dtd.append(note, pre);
   detail.append(dtd);
   btn.addEventListener('click', () => {
     if (!pre.textContent) {
       // The provider's own digits (2.00, not 2) where the browser can keep them.
       const exact = meta.exact ? meta.exact() : null;
+      note.hidden = exact !== null;
       const shown = exact ?? ev;
       // Data published through the API need not be an event, nor an object.
       const isEvent = shown !== null && typeof shown === 'object' && 'raw' in shown;

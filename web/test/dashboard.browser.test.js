@@ -48,12 +48,22 @@ async function assertTokenHidden(page, consoleLines, token) {
   assert.equal(await page.getAttribute('#token', 'type'), 'password');
 }
 
-test('the herald --dev link shows an ingress event live, styled and with its raw payload', async (t) => {
+/**
+ * Starts a --dev node and reads its banner: the dashboard link (with a
+ * token) and Kriptomat's webhook secret.
+ * @param {import('node:test').TestContext} t
+ */
+async function startDev(t) {
   const node = await startNode({ dev: true });
   t.after(() => node.stop());
   const out = await waitFor(() => /Publish directly/.test(node.logs()) && node.logs(), 5000, 'the --dev banner');
   const link = /Dashboard:\s+(\S+)/.exec(out)[1];
   const secret = /Bearer ([0-9a-f]+)'.*\/ingress\/kriptomat/.exec(out)[1];
+  return { node, link, secret, out };
+}
+
+test('the herald --dev link shows an ingress event live, styled and with its raw payload', async (t) => {
+  const { node, link, secret, out } = await startDev(t);
   const token = new URL(link).hash.slice('#token='.length);
   assert.ok(link.startsWith(node.url + '/#token='), link);
 
@@ -90,6 +100,7 @@ test('the herald --dev link shows an ingress event live, styled and with its raw
   assert.match(await raw.textContent(), /"pair": "btceur"/);
   assert.match(await raw.textContent(), /"fee": 2\.00,/, 'the raw payload keeps the provider\'s digits');
   assert.match(await raw.textContent(), /"amount": 0\.0623414132,/);
+  assert.ok(!(await page.locator('tr.raw:not([hidden]) .raw-note').isVisible()), 'no rounding to tell');
 
   // A master balance alert stands out; a late PENDING is shown as stale.
   await ingress(node, 'kriptomat', fixture('kriptomat', 'master_balance'), secret);
@@ -141,6 +152,27 @@ test('the herald --dev link shows an ingress event live, styled and with its raw
   const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `page is ${overflow} px wider than the phone`);
   await phone.page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-phone.png'), fullPage: true });
+});
+
+test('a browser that cannot keep a number\'s digits says so above the raw payload', async (t) => {
+  const { node, link, secret } = await startDev(t);
+  const { page, context } = await openPage(browser);
+  t.after(() => context.close());
+  await page.addInitScript(() => {
+    // As in browsers before JSON.rawJSON.
+    delete (/** @type {any} */ (JSON)).rawJSON;
+  });
+  await page.goto(link);
+  await waitLive(page, 5);
+  await ingress(node, 'kriptomat', fixture('kriptomat', 'exchange_buy'), secret);
+  const row = page.locator(`tr.event[data-id="${exchangeID(58463)}"]`);
+  await row.waitFor({ state: 'visible', timeout: 5000 });
+  assert.match(await row.locator('td[data-label="amounts"]').textContent(), /fee 2\.00 EUR/, 'the amounts are exact anyway');
+  await row.locator('button.raw-toggle').click();
+  const detail = page.locator('tr.raw:not([hidden])');
+  assert.match(await detail.locator('pre').textContent(), /"fee": 2,/);
+  assert.ok(await detail.locator('.raw-note').isVisible(), 'the rounding is told');
+  assert.match(await detail.locator('.raw-note').textContent(), /2\.00 shows as 2/);
 });
 
 test('an invalid token gets a clear message', async (t) => {
