@@ -20,6 +20,10 @@ let client = null;
 const subscriptions = new Map();
 const counts = { events: 0, reconnects: 0, gaps: 0 };
 let reconnected = false; // the current connection is a reconnect
+/** @type {{sub: string, merchant: string} | null} whose events the table shows */
+let identity = null;
+/** @type {Map<string, import('./herald').Position>} where a new token for the same identity resumes each channel */
+let resumeFrom = new Map();
 let gapSinceConnect = false;
 
 /**
@@ -250,7 +254,8 @@ function markLive(channel, live) {
 /** @param {string} channel */
 function open(channel) {
   if (!client || subscriptions.has(channel)) return;
-  subscriptions.set(channel, client.subscribe(channel, addEvent, { backfill: BACKFILL }));
+  const since = resumeFrom.get(channel);
+  subscriptions.set(channel, client.subscribe(channel, addEvent, since ? { since } : { backfill: BACKFILL }));
 }
 
 /** @param {string} channel */
@@ -274,20 +279,34 @@ function stop() {
  * @param {string} token
  */
 function start(token) {
+  const claims = decodeToken(token);
+  // A new token for the same identity (the last one expired, say)
+  // resumes each channel where the table stands, with nothing missed.
+  const same = !!client && !!claims && !!identity && claims.sub === identity.sub && (claims.merchant || '') === identity.merchant;
+  resumeFrom = new Map();
+  if (same && client) {
+    for (const ch of subscriptions.keys()) {
+      const pos = client.position(ch);
+      if (pos) resumeFrom.set(ch, pos);
+    }
+  }
   stop();
   message('');
-  // Another token may be another identity: start from an empty table.
-  rows.replaceChildren();
-  counts.events = counts.reconnects = counts.gaps = 0;
-  showCounts();
-  $('empty').hidden = false;
-  $('gap-notice').hidden = true;
-  const claims = decodeToken(token);
+  if (!same) {
+    // Another identity: start from an empty table.
+    rows.replaceChildren();
+    counts.events = counts.reconnects = counts.gaps = 0;
+    showCounts();
+    $('empty').hidden = false;
+    $('gap-notice').hidden = true;
+  }
+  identity = null;
   if (!claims || typeof claims.sub !== 'string') {
     message('That is not a herald token: expected a JWT with a "sub" claim.');
     status('idle', 'not connected');
     return;
   }
+  identity = { sub: claims.sub, merchant: typeof claims.merchant === 'string' ? claims.merchant : '' };
   const channels = grantedChannels(claims);
   const exp = typeof claims.exp === 'number' ? new Date(claims.exp * 1000) : null;
   const id = $('identity');

@@ -203,6 +203,25 @@ test('an invalid token gets a clear message', async (t) => {
   await assertTokenHidden(page, consoleLines, forged);
 });
 
+test('an expired token replaced by a new one for the same identity: the page resumes, nothing skipped', async (t) => {
+  const node = await startNode();
+  t.after(() => node.stop());
+  const { page, context } = await openPage(browser);
+  t.after(() => context.close());
+  await page.goto(`${node.url}/#token=${mintToken({ ttl: 3 })}`);
+  await waitLive(page);
+  await publish(node, 'merchant:demo', { n: 0 });
+  await page.locator('tr.event').first().waitFor();
+  await waitFor(async () => /disconnected: 4008/.test(await logText(page)), 10000, 'close 4008 in the log');
+  // More than a backfill shows, published while the page had no token.
+  for (let i = 1; i <= 60; i++) await publish(node, 'merchant:demo', { n: i });
+  await page.fill('#token', mintToken());
+  await page.click('#connect');
+  await waitFor(async () => (await page.locator('tr.event').count()) === 61, 10000, '61 rows');
+  assert.match(await logText(page), /subscribed merchant:demo at offset 61, resumed with nothing missed/);
+  assert.equal(await page.locator('#gap-notice').isVisible(), false);
+});
+
 test('a dropped network: the page reconnects, resumes, and shows what was published meanwhile exactly once', async (t) => {
   const node = await startNode();
   const proxy = await startProxy(node.port);
