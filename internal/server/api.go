@@ -146,6 +146,10 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		since = &channels.Position{Offset: off, Epoch: q.Get("epoch")}
+	} else if q.Has("epoch") {
+		// Read as the newest, it would answer what the caller did not ask.
+		writeError(w, http.StatusBadRequest, `"epoch" needs "since"`)
+		return
 	}
 	var limit *int
 	if v := q.Get("limit"); v != "" {

@@ -88,7 +88,7 @@ func TestHistoryAPI(t *testing.T) {
 	if pubs := res["publications"].([]any); len(pubs) != 4 || res["recovered"] != true {
 		t.Fatalf("since 1: %v", res)
 	}
-	for _, q := range []string{"channel=nope", "channel=user:1&limit=0", "channel=user:1&limit=x", "channel=user:1&since=-1&epoch=e", "channel=user:1&since=1"} {
+	for _, q := range []string{"channel=nope", "channel=user:1&limit=0", "channel=user:1&limit=x", "channel=user:1&since=-1&epoch=e", "channel=user:1&since=1", "channel=user:1&epoch=e"} {
 		if status, _ := n.Get(t, "/v1/history?"+q); status != 400 {
 			t.Errorf("%s: %d", q, status)
 		}
