@@ -57,7 +57,9 @@ type Options struct {
 	// SendQueueBytes bounds what may wait to be written to one client,
 	// including a resume's missed publications; beyond it the client is
 	// closed with 4009 [4 MiB]. History replies the client asked for may
-	// wait beyond it, with what follows them, up to as much again.
+	// wait beyond it, with what follows them, up to as much again, and
+	// live publications held while its subscriptions recover up to as
+	// much again.
 	SendQueueBytes int
 	// MaxSubscriptions per connection [256].
 	MaxSubscriptions int

@@ -9,9 +9,10 @@ import (
 
 // send queues a frame for the client: a complete websocket frame, as
 // encode and pubFrame make them. It never blocks: if the queue would
-// exceed its bound the client is closed with 4009 instead. It reports
-// whether the frame was queued. Frames may be shared between clients and
-// must not be modified afterwards.
+// exceed its bound the client is closed with 4009 instead (see enqueue for
+// frames behind a reply waiting for room). It reports whether the frame
+// was queued. Frames may be shared between clients and must not be
+// modified afterwards.
 func (c *client) send(b []byte) bool {
 	queued, start := c.enqueue(b, false)
 	if start {

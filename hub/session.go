@@ -37,23 +37,25 @@ type client struct {
 	// readErr is what ended the read loop: it tells how the peer closed.
 	readErr error
 
-	// mu guards the send queue and the timers.
-	mu sync.Mutex
+	// mu guards the send queue and the timers. What a delivery touches
+	// comes first, together.
+	mu      sync.Mutex
+	writing bool
+	closing bool
+	queue   [][]byte
+	queued  int
+	// held are frames waiting for room in the queue: a history reply that
+	// did not fit, and every frame after it; heldBytes their size (see
+	// enqueue).
+	held      [][]byte
+	heldBytes int
 	// room, when not nil, is closed once at most roomAt bytes are queued
 	// (see waitRoom).
 	room   chan struct{}
 	roomAt int
-	queue  [][]byte
-	queued int
-	// held are history replies waiting for room in the queue, heldBytes
-	// their size (see sendReply).
-	held      [][]byte
-	heldBytes int
 	// pendingBytes is what the client's recovering subscriptions hold of
 	// live publications, with the events' own size (see holdPending).
 	pendingBytes int
-	writing      bool
-	closing      bool
 	expiry       *time.Timer
 	pingTimer    *time.Timer
 }

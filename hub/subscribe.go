@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"unsafe"
 
 	"github.com/coder/websocket"
 
@@ -47,6 +46,10 @@ type subscription struct {
 	// gone is set when the subscription ended, for a replay in progress.
 	gone bool
 }
+
+// heldEventSize is what an event held during a recovery costs besides its
+// frame: the event itself, on 64-bit machines.
+const heldEventSize = 96
 
 // event is a live publication (frame set) or a reset of the channel's log.
 type event struct {
@@ -112,7 +115,7 @@ func (h *Hub) HandleReset(channel string, pos channels.Position, reason string) 
 func (s *subscription) deliver(ev event, ready *[]*client) bool {
 	if s.recovering {
 		s.pending = append(s.pending, ev)
-		n := len(ev.frame) + int(unsafe.Sizeof(ev))
+		n := len(ev.frame) + heldEventSize
 		s.pendingBytes += n
 		if s.c.holdPending(n) {
 			s.c.closeWith(StatusTooSlow, "send queue overflow")
