@@ -75,9 +75,9 @@ func TestRedisBackFromAnOlderState_IsANewEpoch(t *testing.T) {
 // holds there now, and the log still takes a new epoch: no subscriber
 // keeps the lost publications under offsets that now name others.
 func TestRedisBackFromAnOlderState_OvertakenIsStillANewEpoch(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	n := heraldtest.Start(t, backend{single: srv}.config())
-	other := heraldtest.Start(t, backend{single: srv}.config())
+	// n reaches Redis through a proxy that keeps it away until the other
+	// node has overtaken the lost offsets.
+	n, other, proxy, srv := partitionable(t, redistest.Options{}, nil)
 	c := heraldtest.Connect(t, n, heraldtest.Token(t, "1", ""))
 	epoch := c.Subscribe("user:1").String("epoch")
 	for i := 1; i <= 10; i++ {
@@ -94,12 +94,13 @@ func TestRedisBackFromAnOlderState_OvertakenIsStillANewEpoch(t *testing.T) {
 		}
 	}
 
+	proxy.Cut()
 	srv.Kill()
-	time.Sleep(1500 * time.Millisecond) // the node's reconnection backs off meanwhile
-	srv.StartAgain()                    // offset 8, same epoch: 9 and 10 lost
-	for i := 109; i <= 115; i++ {       // at once, as offsets 9 to 15
+	srv.StartAgain()              // offset 8, same epoch: 9 and 10 lost
+	for i := 109; i <= 115; i++ { // as offsets 9 to 15
 		publishRetrying(t, other, i)
 	}
+	proxy.Restore()
 	gap, err := c.ReadTimeout(15 * time.Second)
 	if err != nil || gap.Type() != "subscribed" || gap["recovered"] != false || gap.String("reason") != "epoch_mismatch" || gap.String("epoch") == epoch {
 		t.Fatalf("after the restore: %v %v", gap, err)
