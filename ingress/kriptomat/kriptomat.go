@@ -8,7 +8,6 @@
 package kriptomat
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -73,12 +72,12 @@ type document struct {
 
 // Parse implements ingress.Provider.Parse.
 func Parse(r *ingress.Request) (*ingress.Event, error) {
-	if b := bytes.TrimLeft(r.Body, " \t\r\n"); len(b) > 0 && b[0] != '{' {
-		return nil, ingress.Malformed("not a JSON object")
-	}
-	var p payload
+	var p *payload
 	if err := ingress.Decode(r.Body, &p); err != nil {
 		return nil, err
+	}
+	if p == nil { // null
+		return nil, ingress.Malformed("not a JSON object")
 	}
 	raw, err := ingress.Compact(r.Body)
 	if err != nil {
@@ -87,17 +86,17 @@ func Parse(r *ingress.Request) (*ingress.Event, error) {
 	var ev *ingress.Event
 	switch {
 	case len(p.Status) > 0 && p.Status[0] == '{':
-		ev, err = kyc(&p, r.Body)
+		ev, err = kyc(p, r.Body)
 	case p.Type == "BUY" || p.Type == "SELL":
-		ev, err = exchange(&p)
+		ev, err = exchange(p)
 	case strings.HasSuffix(p.Type, "_WITHDRAWAL") || strings.HasSuffix(p.Type, "_DEPOSIT"):
-		ev, err = transfer(&p)
+		ev, err = transfer(p)
 	case p.Type != "":
 		return nil, ingress.Unknown("unknown type %q", p.Type)
 	case p.Error != "":
-		ev, err = masterBalance(&p, r.Body, r.Now)
+		ev, err = masterBalance(p, r.Body, r.Now)
 	case len(p.ID) > 0 && p.State != "" && len(p.UserID) > 0:
-		ev, err = bankAccount(&p)
+		ev, err = bankAccount(p)
 	default:
 		return nil, ingress.Unknown("not a Kriptomat webhook this version knows")
 	}

@@ -19,8 +19,9 @@
 // duplicate of the event it repeats. The merchant-id header is not trusted for routing (it is not
 // signed); the body's merchantId is.
 //
-// The withdrawal's destination ("to") is a card number: it is masked
-// (first six and last four digits) in details, in raw and in dead letters.
+// The withdrawal's destination ("to") is documented as a card number: it
+// is masked (first six and last four digits) in details, in raw and in
+// dead letters; but a crypto withdrawal's address is kept as sent.
 package zeroxpay
 
 import (
@@ -107,18 +108,20 @@ func Sign(h http.Header, method, path string, body []byte, cfg ingress.Config, n
 	h.Set(HeaderSignature, ingress.SignHex(sha256.New, cfg.Secret, []byte(method), []byte(path), body, []byte(ts)))
 }
 
-// masked lists the members that may hold card numbers.
-var masked = map[string]func(string) string{"to": maskTo}
+// masked lists the members that hold card numbers: "to", which 0xpay
+// documents as one. Dead letters, which may be of any kind or none, are
+// masked so always.
+var masked = map[string]func(string) string{"to": ingress.MaskCard}
 
-// maskTo masks "to" when it holds a card number, as 0xpay documents it for
-// a fiat withdrawal. A crypto withdrawal's address has letters and is kept
-// as sent: masking its digits would corrupt it.
-func maskTo(s string) string {
+// maskedCrypto is masked for the other kinds: there "to" is an address
+// (letters and digits), kept as sent, since masking its digits would
+// corrupt it; it is masked only if it reads as a card number.
+var maskedCrypto = map[string]func(string) string{"to": func(s string) string {
 	if ingress.IsCardNumber(s) {
 		return ingress.MaskCard(s)
 	}
 	return s
-}
+}}
 
 // Redact masks card numbers in a dead letter.
 func Redact(body []byte) []byte { return ingress.Redact(body, masked) }
@@ -202,12 +205,16 @@ func Parse(r *ingress.Request) (*ingress.Event, error) {
 	}
 	o.CopyTo(ev.Details, "meta", "meta", "localId", "local_id", "causedBy", "caused_by",
 		"internal", "internal", "exchanged", "exchanged", "failedReason", "failed_reason")
+	mask := maskedCrypto
+	if kind == "FiatExchangeWithdraw" {
+		mask = masked
+	}
 	if to, err := o.String("to"); err != nil {
 		return nil, err
 	} else if to != "" {
-		ev.Details["to"] = maskTo(to)
+		ev.Details["to"] = mask["to"](to)
 	}
-	if ev.Raw, err = ingress.Rewrite(r.Body, masked); err != nil {
+	if ev.Raw, err = ingress.Rewrite(r.Body, mask); err != nil {
 		return nil, err
 	}
 	return ev, nil
