@@ -254,7 +254,10 @@ function markLive(channel, live) {
 /** @param {string} channel */
 function open(channel) {
   if (!client || subscriptions.has(channel)) return;
+  // Once: a channel switched off and on again continues from the client's
+  // own position.
   const since = resumeFrom.get(channel);
+  resumeFrom.delete(channel);
   subscriptions.set(channel, client.subscribe(channel, addEvent, since ? { since } : { backfill: BACKFILL }));
 }
 

@@ -675,7 +675,8 @@ export function connect(options) {
    */
   function onBackfill(sub, f, text) {
     if (subs.get(sub.channel) !== sub) return;
-    sub.state = 'active'; // deliver() accepts publications only while active
+    // Not subscribed on the server yet: a handler that leaves sends nothing.
+    sub.state = 'idle';
     const epoch = String(f.epoch);
     const pubs = f.publications || [];
     for (let i = 0; i < pubs.length; i++) {
@@ -686,7 +687,6 @@ export function connect(options) {
     }
     const top = positions.get(sub.channel);
     if (!top || top.epoch !== epoch) remember(sub.channel, { epoch, offset: Number(f.offset) });
-    sub.state = 'idle';
     start(sub); // now with since: recovered, with whatever came after the history
   }
 
@@ -724,7 +724,8 @@ export function connect(options) {
           // leave it, then subscribe again from the saved position (the
           // server answers a connection's frames in order).
           sub.retries++;
-          request({ kind: 'unsubscribe', sub }, { type: 'unsubscribe', channel: sub.channel });
+          // No sub on the request: its reply is no news for the application.
+          request({ kind: 'unsubscribe' }, { type: 'unsubscribe', channel: sub.channel });
           sub.state = 'idle';
           start(sub);
           return;

@@ -471,6 +471,7 @@ test('a handler that unsubscribes during a backfill ends it; no subscribe follow
   await clock.advance(1000);
   assert.deepEqual(got, [7, 8]);
   assert.equal(sockets[0].all('subscribe').length, 0);
+  assert.equal(sockets[0].all('unsubscribe').length, 0, 'nothing to leave on the server');
   // Subscribing again later works as usual.
   client.subscribe('merchant:acme', () => {});
   await clock.advance(0);
@@ -478,7 +479,7 @@ test('a handler that unsubscribes during a backfill ends it; no subscribe follow
 });
 
 test('already_subscribed is mended: the client leaves, then subscribes again from its position', async () => {
-  const { clock, sockets, client, got, collect } = setup();
+  const { clock, sockets, client, got, collect, events } = setup();
   client.subscribe('user:42', collect, { since: { epoch: 'E', offset: 4 } });
   await clock.advance(0);
   sockets[0].accept();
@@ -486,6 +487,8 @@ test('already_subscribed is mended: the client leaves, then subscribes again fro
   sockets[0].frame({ id: s.id, type: 'error', code: 'already_subscribed', message: 'already subscribed to user:42' });
   const after = sockets[0].sent.slice(sockets[0].sent.indexOf(s) + 1).map((f) => f.type);
   assert.deepEqual(after, ['unsubscribe', 'subscribe']);
+  sockets[0].frame({ id: sockets[0].last('unsubscribe').id, type: 'unsubscribed', channel: 'user:42' });
+  assert.deepEqual(named(events, 'unsubscribed'), [], 'the mend is no news for the application');
   assert.deepEqual(sockets[0].last('subscribe').since, { offset: 4, epoch: 'E' });
   sockets[0].answerSubscribe('user:42', { offset: 4 });
   sockets[0].pub('user:42', 5);

@@ -220,6 +220,16 @@ test('an expired token replaced by a new one for the same identity: the page res
   await waitFor(async () => (await page.locator('tr.event').count()) === 61, 10000, '61 rows');
   assert.match(await logText(page), /subscribed merchant:demo at offset 61, resumed with nothing missed/);
   assert.equal(await page.locator('#gap-notice').isVisible(), false);
+  // Switched off and on, the channel goes on from where it is: no row twice.
+  const box = page.locator('#channel-list input[value="merchant:demo"]');
+  await box.uncheck();
+  await box.check();
+  const resumes = async () => ((await logText(page)) || '').match(/subscribed merchant:demo at offset 61, resumed/g)?.length;
+  await waitFor(async () => (await resumes()) === 2, 10000, 'the second resume');
+  await publish(node, 'merchant:demo', { n: 61 });
+  await waitFor(async () => (await page.locator('tr.event').count()) === 62, 10000, '62 rows');
+  await sleep(300);
+  assert.equal(await page.locator('tr.event').count(), 62);
 });
 
 test('a dropped network: the page reconnects, resumes, and shows what was published meanwhile exactly once', async (t) => {
