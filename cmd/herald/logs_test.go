@@ -148,16 +148,27 @@ func TestLogs_WarnOfAProviderWithoutAMerchant(t *testing.T) {
 	}
 }
 
+// A JWT secret shorter than RFC 7518's 32 bytes is allowed (a running
+// setup must not break) but said at start; a long one says nothing.
+func TestLogs_WarnOfAShortJWTSecret(t *testing.T) {
+	warnedOnlyWith(t, "HERALD_JWT_SECRET is shorter than 32 bytes", "HERALD_JWT_SECRET=short-secret")
+}
+
 // A dedup window shorter than the slowest provider's retries is allowed
 // (a test rig may want it) but said at start, since retries after it are
 // published again; the default says nothing.
 func TestLogs_WarnOfADedupWindowShorterThanRetries(t *testing.T) {
-	const warning = "HERALD_DEDUP_WINDOW is shorter than the longest provider retries"
-	short := startNode(t, freeAddr(t), "HERALD_DEDUP_WINDOW=1h")
-	short.waitOutput(t, warning, 5*time.Second)
+	warnedOnlyWith(t, "HERALD_DEDUP_WINDOW is shorter than the longest provider retries", "HERALD_DEDUP_WINDOW=1h")
+}
+
+// warnedOnlyWith checks that a node started with setting logs warning, and
+// one started with the tests' defaults does not.
+func warnedOnlyWith(t *testing.T, warning, setting string) {
+	t.Helper()
+	startNode(t, freeAddr(t), setting).waitOutput(t, warning, 5*time.Second)
 	def := startNode(t, freeAddr(t))
 	time.Sleep(200 * time.Millisecond)
 	if out := def.stdout.String() + def.stderr.String(); strings.Contains(out, warning) {
-		t.Errorf("the default window is warned of:\n%s", out)
+		t.Errorf("warned of without %s:\n%s", setting, out)
 	}
 }
