@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -114,6 +116,7 @@ func newEngine(cfg Config) (*engine, error) {
 		client.Close()
 		return nil, err
 	}
+	go warnEviction(cfg.Logger, client)
 	return &engine{
 		broker:      broker,
 		deadLetters: redisstore.NewDeadLetters(client, 1000),
@@ -143,4 +146,30 @@ func withoutURL(err error) error {
 		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
 	}
 	return err
+}
+
+// warnEviction says once, as soon as Redis answers (it is tried for a
+// minute), if Redis may evict herald's keys: then a provider's retry can
+// be published twice and a channel's log lost. Managed Redis often forbids
+// CONFIG, so this warns rather than refuses.
+func warnEviction(log *slog.Logger, client goredis.UniversalClient) {
+	for try := 0; try < 12; try++ {
+		if try > 0 {
+			time.Sleep(5 * time.Second)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		evicting, err := redis.Evicting(ctx, client)
+		cancel()
+		if errors.Is(err, goredis.ErrClosed) {
+			return
+		}
+		if err != nil {
+			continue
+		}
+		if len(evicting) > 0 {
+			log.Warn("Redis may evict herald's keys under memory pressure (a memory limit and a policy other than noeviction): a provider's retry can then be published twice, and a channel's history lost; set maxmemory-policy noeviction",
+				"servers", strings.Join(evicting, ", "))
+		}
+		return
+	}
 }
