@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"unicode/utf8"
 )
 
 // DeadLetter is a request the ingress could not turn into an event, kept for
@@ -19,8 +20,29 @@ type DeadLetter struct {
 	Truncated bool   `json:"truncated,omitempty"`
 }
 
-// MaxDeadLetterBody is how much of a body a dead letter keeps.
+// MaxDeadLetterBody is how much of a body a dead letter keeps, counted as
+// stored: encoded as a JSON string, where a control character takes six
+// bytes.
 const MaxDeadLetterBody = 64 << 10
+
+// cutEncoded cuts s, at a character's start, so that it takes at most max
+// bytes encoded as a JSON string (quotes aside), and reports whether it
+// cut. Counting raw bytes would let a body of control characters store
+// six times as much.
+func cutEncoded(s string, max int) (string, bool) {
+	cut := false
+	for {
+		b, _ := json.Marshal(s) // a string always marshals
+		if len(b)-2 <= max {
+			return s, cut
+		}
+		n := min(len(s)-1, len(s)*max/(len(b)-2))
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s, cut = s[:n], true
+	}
+}
 
 // DeadLetterStore keeps the newest dead letters. Implementations: an
 // in-memory ring (NewMemoryDeadLetters) and Redis (shared by every node).

@@ -375,10 +375,8 @@ func (in *Ingress) deadLetter(ctx context.Context, slug string, req *Request, er
 	if p := in.opts.Providers[slug].Provider; p.Redact != nil {
 		body = p.Redact(body)
 	}
-	d := DeadLetter{Provider: slug, ReceivedAt: FormatTime(req.Now), Status: status, Reason: err.Error(), Body: string(body)}
-	if len(d.Body) > MaxDeadLetterBody {
-		d.Body, d.Truncated = d.Body[:MaxDeadLetterBody], true
-	}
+	d := DeadLetter{Provider: slug, ReceivedAt: FormatTime(req.Now), Status: status, Reason: err.Error()}
+	d.Body, d.Truncated = cutEncoded(string(body), MaxDeadLetterBody)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.opts.PublishTimeout)
 	defer cancel()
 	if err := in.opts.DeadLetters.Add(ctx, d); err != nil {

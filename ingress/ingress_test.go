@@ -131,6 +131,23 @@ func TestDeadLettersReplyBoundedByBytes(t *testing.T) {
 	}
 }
 
+// A dead letter's body is bounded as stored, encoded as a JSON string:
+// a body of control characters, six bytes each there, keeps a sixth.
+func TestDeadLetterBodyBoundedAsStored(t *testing.T) {
+	n := start(t, nil)
+	body := bytes.Repeat([]byte{1}, ingress.MaxDeadLetterBody)
+	if status, res := n.Post(t, "/ingress/kriptomat", body, bearer(heraldtest.ProviderSecret)); status != http.StatusBadRequest {
+		t.Fatalf("a body of control characters: %d %v", status, res)
+	}
+	_, res := n.Get(t, "/v1/deadletters?limit=1")
+	dl := res["deadletters"].([]any)[0].(map[string]any)
+	kept := dl["body"].(string)
+	stored, _ := json.Marshal(kept)
+	if dl["truncated"] != true || len(stored)-2 > ingress.MaxDeadLetterBody || len(kept) < ingress.MaxDeadLetterBody/6-1 {
+		t.Fatalf("kept %d bytes, %d stored, truncated %v", len(kept), len(stored)-2, dl["truncated"])
+	}
+}
+
 func TestAllowList(t *testing.T) {
 	for _, tc := range []struct {
 		allow  string
