@@ -110,8 +110,9 @@ func (o Object) RequiredID(key string) (string, error) {
 }
 
 // IDString reads an identifier decoded with UseNumber: a string, or a
-// number that is an integer. nil and "" read as "" (absent); anything
-// else is not an identifier (ok false).
+// number that is an integer, of any size (its digits are kept as written:
+// an id beyond 64 bits is still an id). nil and "" read as "" (absent);
+// anything else is not an identifier (ok false).
 func IDString(v any) (id string, ok bool) {
 	switch v := v.(type) {
 	case nil:
@@ -119,12 +120,16 @@ func IDString(v any) (id string, ok bool) {
 	case string:
 		return v, true
 	case json.Number:
-		if _, err := v.Int64(); err == nil {
+		digits := strings.TrimPrefix(v.String(), "-")
+		if digits != "" && len(digits) <= maxIDDigits && strings.Trim(digits, "0123456789") == "" {
 			return v.String(), true
 		}
 	}
 	return "", false
 }
+
+// maxIDDigits bounds a numeric id: 40 digits is well past 128 bits.
+const maxIDDigits = 40
 
 // Number returns an amount sent as a JSON number or as a string holding
 // one, exactly as written; "" when the member is absent, null or an empty

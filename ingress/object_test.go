@@ -12,6 +12,20 @@ import (
 	"herald/ingress"
 )
 
+// A numeric id is any integer, its digits kept as written: one beyond 64
+// bits too. A fraction, an exponent or a number of absurd length is not.
+func TestIDString_IntegersOfAnySize(t *testing.T) {
+	for lit, ok := range map[string]bool{
+		"7": true, "-3": true, "18446744073709551615": true, "340282366920938463463374607431768211455": true,
+		"1.5": false, "1e3": false, "-": false, "1" + strings.Repeat("0", 60): false,
+	} {
+		id, got := ingress.IDString(json.Number(lit))
+		if got != ok || ok && id != lit {
+			t.Errorf("IDString(%s) = %q, %v; want %v", lit, id, got, ok)
+		}
+	}
+}
+
 func TestObject_LenientWhereProvidersAreLoose(t *testing.T) {
 	o, err := ingress.DecodeObject([]byte(`{"n":7,"s":"7","f":1.5,"amt":"12.000","num":0.10,"blank":"","nil":null,"b":true,"o":{"x":1},"a":[1]}`))
 	if err != nil {
