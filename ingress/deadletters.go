@@ -12,10 +12,12 @@ import (
 type DeadLetter struct {
 	Provider   string `json:"provider"`
 	ReceivedAt string `json:"received_at"`
-	// Status is the HTTP status the provider got (202 or 400).
+	// Status is the HTTP status the provider got (202, 400, or 500 when
+	// the fault was herald's).
 	Status int    `json:"status"`
 	Reason string `json:"reason"`
-	// Body is the request body, cut at MaxDeadLetterBody bytes (Truncated).
+	// Body is the request body, cut to MaxDeadLetterBody bytes as stored
+	// (Truncated).
 	Body      string `json:"body"`
 	Truncated bool   `json:"truncated,omitempty"`
 }

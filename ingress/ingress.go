@@ -202,7 +202,7 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
-		return in.deadLetter(r.Context(), slug, req, Malformed("encoding event: %v", err))
+		return in.deadLetter(r.Context(), slug, req, fmt.Errorf("encoding event: %w", err))
 	}
 	if limit := in.opts.MaxEvent; limit > 0 && len(data)+staleRoom > limit {
 		return in.deadLetter(r.Context(), slug, req,
@@ -363,13 +363,16 @@ func answer(id string, targets []string, results []channels.PublishResult) outco
 }
 
 // deadLetter keeps a request that could not become an event and answers
-// the provider: 202 for an unknown event, 400 for a malformed one.
+// the provider: 202 for an unknown event, 400 for a malformed one, and 500
+// when the fault is herald's (an adapter that broke its contract), so that
+// the provider retries once it is mended.
 func (in *Ingress) deadLetter(ctx context.Context, slug string, req *Request, err error) outcome {
 	status, label := http.StatusBadRequest, "malformed"
 	if errors.Is(err, ErrUnknownEvent) {
 		status, label = http.StatusAccepted, "dead_letter"
 	} else if !errors.Is(err, ErrMalformed) {
 		in.opts.Logger.Error("ingress adapter failed", "provider", slug, "err", err)
+		status, label = http.StatusInternalServerError, "internal"
 	}
 	body := req.Body
 	if p := in.opts.Providers[slug].Provider; p.Redact != nil {
