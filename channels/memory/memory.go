@@ -24,7 +24,8 @@ type Options struct {
 	HistoryTTL time.Duration
 	// MetaTTL is how long a log's offset and epoch outlive its last
 	// activity; after that the channel starts again in a new epoch [30 days,
-	// and never less than HistoryTTL].
+	// and never less than HistoryTTL or IdempotencyTTL: the log holds the
+	// channel's idempotency keys too].
 	MetaTTL time.Duration
 	// IdempotencyTTL is the default time an idempotency key is remembered [72h].
 	IdempotencyTTL time.Duration
@@ -42,10 +43,10 @@ func (o *Options) setDefaults() {
 	if o.MetaTTL <= 0 {
 		o.MetaTTL = 30 * 24 * time.Hour
 	}
-	o.MetaTTL = max(o.MetaTTL, o.HistoryTTL)
 	if o.IdempotencyTTL <= 0 {
 		o.IdempotencyTTL = 72 * time.Hour
 	}
+	o.MetaTTL = max(o.MetaTTL, o.HistoryTTL, o.IdempotencyTTL)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
