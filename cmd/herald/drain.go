@@ -43,7 +43,9 @@ func shutdown(logger *slog.Logger, cfg *config, srv *server.Server, httpSrv *htt
 	case <-ctx.Done():
 		select {
 		case err := <-closed:
-			errs = append(errs, err)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("closing the broker: %w", err))
+			}
 		default:
 			errs = append(errs, errors.New("closing the broker: deadline passed"))
 		}
