@@ -331,6 +331,12 @@ func (s *subscription) finishRecovery() {
 		}
 	}
 	s.c.hub.opts.Metrics.Delivered(delivered)
+	s.dropPending()
+}
+
+// dropPending forgets the publications held while recovering, and their
+// count against the client. hc.mu is held.
+func (s *subscription) dropPending() {
 	s.c.holdPending(-s.pendingBytes)
 	s.pending, s.pendingBytes = nil, 0
 }
@@ -357,8 +363,7 @@ func (c *client) leave(s *subscription) {
 	s.hc.mu.Lock()
 	delete(s.hc.subs, s)
 	s.gone = true
-	s.c.holdPending(-s.pendingBytes)
-	s.pending, s.pendingBytes = nil, 0
+	s.dropPending()
 	s.hc.mu.Unlock()
 	c.hub.release(s.hc)
 }

@@ -247,11 +247,11 @@ func (b *Broker) Seen(ctx context.Context, ch, key string) (bool, error) {
 
 // History implements channels.Broker.
 func (b *Broker) History(ctx context.Context, ch string, opts channels.HistoryOptions) (channels.HistoryResult, error) {
-	return b.history(ctx, ch, opts, nil)
+	return b.history(ctx, ch, opts, false, nil)
 }
 
 // history reads a log. With resync, since is a position this node itself
-// handed on, and *resync the data it handed on there (nil: unknown). One
+// handed on, and handedOn the data it handed on there (nil: unknown). One
 // beyond the log's newest offset in the same epoch, or other data at that
 // offset now, means that Redis came back from an older state (a snapshot,
 // a replica behind) and lost publications, perhaps overtaken since by new
@@ -259,16 +259,16 @@ func (b *Broker) History(ctx context.Context, ch string, opts channels.HistoryOp
 // every node and every resume sees the gap instead of offsets used twice.
 // A client's since never does that, or any client could make all others
 // resync.
-func (b *Broker) history(ctx context.Context, ch string, opts channels.HistoryOptions, resync *[]byte) (channels.HistoryResult, error) {
+func (b *Broker) history(ctx context.Context, ch string, opts channels.HistoryOptions, resync bool, handedOn []byte) (channels.HistoryResult, error) {
 	mode, sinceOff, sinceEpoch, digest := "newest", "0", "", ""
 	if opts.Since != nil {
 		mode, sinceOff, sinceEpoch = "since", strconv.FormatUint(opts.Since.Offset, 10), opts.Since.Epoch
-		if resync != nil {
+		if resync {
 			mode = "resync"
-			if *resync != nil {
-				sum := sha1.Sum(*resync)
-				digest = hex.EncodeToString(sum[:])
-			}
+		}
+		if resync && handedOn != nil {
+			sum := sha1.Sum(handedOn)
+			digest = hex.EncodeToString(sum[:])
 		}
 	}
 	reply, err := b.run(ctx, historyScript, []string{b.metaKey(ch), b.logKey(ch)},

@@ -245,7 +245,7 @@ func (b *Broker) historyRetry(ch string, since channels.Position, sinceData []by
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 		var res channels.HistoryResult
-		res, err = b.history(ctx, ch, channels.HistoryOptions{Since: &since, MaxBytes: backfillBytes}, &sinceData)
+		res, err = b.history(ctx, ch, channels.HistoryOptions{Since: &since, MaxBytes: backfillBytes}, true, sinceData)
 		cancel()
 		if err == nil || !errors.Is(err, channels.ErrUnavailable) {
 			return res, err

@@ -827,8 +827,8 @@ export function connect(options) {
   }
 
   function clearConnectionTimers() {
-    for (const t of [refreshTimer, pingTimer, pongTimer, connectTimer]) if (t) clearTimer(t);
-    refreshTimer = pingTimer = pongTimer = connectTimer = null;
+    for (const t of [refreshTimer, pingTimer, pongTimer, connectTimer, outboxTimer]) if (t) clearTimer(t);
+    refreshTimer = pingTimer = pongTimer = connectTimer = outboxTimer = null;
     for (const sub of subs.values()) {
       if (sub.retryTimer) clearTimer(sub.retryTimer);
       sub.retryTimer = null;
@@ -848,8 +848,6 @@ export function connect(options) {
     clearConnectionTimers();
     // What waited was for the old connection; the new one subscribes anew.
     outbox = [];
-    if (outboxTimer) clearTimer(outboxTimer);
-    outboxTimer = null;
     for (const p of pending.values()) {
       if (p.reject) p.reject(Object.assign(new Error('disconnected'), { code: 'disconnected' }));
     }
