@@ -71,9 +71,16 @@ type Options struct {
 	// ClientIP finds a connection's client address behind trusted proxies
 	// [the peer's address].
 	ClientIP clientip.Resolver
-	// MaxConnsPerIP bounds the connections from one client address; more
-	// are closed with 4029 [1000: carrier NATs put many users behind one].
+	// MaxConnsPerIP bounds the connections from one client address (an
+	// IPv6 client's /64, which one host commonly holds whole); more are
+	// closed with 4029 [1000: carrier NATs put many users behind one].
 	MaxConnsPerIP int
+	// MaxConns bounds the node's websocket connections; more are closed
+	// with 1013, so that a client tries another node. A quarter of them at
+	// most may be awaiting authentication. [the process's file limit less
+	// FilesKept, so that ingress, the API and the broker are never refused
+	// a file descriptor by clients].
+	MaxConns int
 	// FrameRate (per second) and FrameBurst bound the frames one connection
 	// may send; faster closes it with 4029 [50/s, burst 300: enough to
 	// subscribe to every channel at once].
@@ -114,6 +121,9 @@ func (o *Options) setDefaults() {
 	if o.MaxConnsPerIP <= 0 {
 		o.MaxConnsPerIP = 1000
 	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns()
+	}
 	if o.FrameRate <= 0 {
 		o.FrameRate = 50
 	}
@@ -135,12 +145,14 @@ type Hub struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu       sync.RWMutex
-	chans    map[string]*hubChannel
-	clients  map[*client]struct{}
-	perIP    map[netip.Addr]int
-	draining bool
-	sessions sync.WaitGroup
+	mu      sync.RWMutex
+	chans   map[string]*hubChannel
+	clients map[*client]struct{}
+	perIP   map[netip.Addr]int
+	// unauthenticated counts the sessions awaiting their connect frame.
+	unauthenticated int
+	draining        bool
+	sessions        sync.WaitGroup
 }
 
 var _ channels.Handler = (*Hub)(nil)
@@ -226,9 +238,10 @@ func (h *Hub) Close() {
 	h.sessions.Wait()
 }
 
-// register counts a new session; it refuses when the node is draining
-// (4010) or the client's address has too many sessions (4029).
-func (h *Hub) register(c *client) websocket.StatusCode {
+// register counts a new session, awaiting authentication unless it has
+// claims. It refuses when the node is draining (4010), the client's
+// address has too many sessions (4029), or the node has (1013).
+func (h *Hub) register(c *client, claims *auth.Claims) websocket.StatusCode {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.draining {
@@ -237,6 +250,13 @@ func (h *Hub) register(c *client) websocket.StatusCode {
 	if h.perIP[c.ip] >= h.opts.MaxConnsPerIP {
 		return StatusRateLimited
 	}
+	if len(h.clients) >= h.opts.MaxConns || claims == nil && h.unauthenticated >= max(h.opts.MaxConns/4, 1) {
+		return websocket.StatusTryAgainLater
+	}
+	if claims == nil {
+		c.unauthenticated = true
+		h.unauthenticated++
+	}
 	h.perIP[c.ip]++
 	h.clients[c] = struct{}{}
 	h.sessions.Add(1)
@@ -244,11 +264,25 @@ func (h *Hub) register(c *client) websocket.StatusCode {
 	return 0
 }
 
+// authenticated stops counting c as awaiting authentication.
+func (h *Hub) authenticated(c *client) {
+	h.mu.Lock()
+	if c.unauthenticated {
+		c.unauthenticated = false
+		h.unauthenticated--
+	}
+	h.mu.Unlock()
+}
+
 func (h *Hub) unregister(c *client) {
 	h.mu.Lock()
 	delete(h.clients, c)
 	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
 		delete(h.perIP, c.ip)
+	}
+	if c.unauthenticated {
+		c.unauthenticated = false
+		h.unauthenticated--
 	}
 	h.mu.Unlock()
 	h.opts.Metrics.Disconnected()
@@ -286,12 +320,15 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(h.opts.MaxFrameBytes)
-	c := newClient(h, conn, h.opts.ClientIP.Of(r))
+	c := newClient(h, conn, addressOf(h.opts.ClientIP.Of(r)))
 	c.wire = up.wire
-	if code := h.register(c); code != 0 {
+	if code := h.register(c, claims); code != 0 {
 		reason := "too many connections from your address"
-		if code == StatusShuttingDown {
+		switch code {
+		case StatusShuttingDown:
 			reason = "node shutting down"
+		case websocket.StatusTryAgainLater:
+			reason = "node at its connection limit"
 		}
 		c.closeWith(code, reason) // counts it, and releases its context
 		return

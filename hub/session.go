@@ -24,7 +24,12 @@ type client struct {
 	// frames to it directly, a batch in one system call.
 	wire *wire
 	id   string
-	ip   netip.Addr
+	// ip is what the per-address limit counts: the client's address, an
+	// IPv6 one cut to its /64.
+	ip netip.Addr
+	// unauthenticated: the session awaits its connect frame (guarded by
+	// the hub's mu).
+	unauthenticated bool
 	// frames limits how fast the client may send.
 	frames *rate.Limiter
 	ctx    context.Context
@@ -115,6 +120,7 @@ func (c *client) start(claims *auth.Claims) bool {
 		if claims, connectID, ok = c.authenticate(); !ok {
 			return false
 		}
+		c.hub.authenticated(c)
 	}
 	c.setClaims(claims)
 	c.send(encode(connectedFrame{ID: connectID, Type: "connected", Client: c.id, Node: c.hub.opts.Node, Expires: claims.Expires().Unix()}))

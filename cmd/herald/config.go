@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"herald/channels"
+	"herald/hub"
 	"herald/ingress"
 	"herald/ingress/providers"
 )
@@ -41,6 +42,7 @@ type config struct {
 	MaxSubs         int
 	TrustedProxies  []netip.Prefix
 	MaxConnsPerIP   int
+	MaxConns        int
 	FrameRate       float64
 	FrameBurst      int
 	Providers       map[string]ingress.Config
@@ -149,6 +151,14 @@ func settings() []setting {
 		}},
 		{env: "HERALD_MAX_CONNECTIONS_PER_IP", def: "1000", usage: "websocket connections from one client address; more are closed with 4029", set: func(c *config, v string) (err error) {
 			c.MaxConnsPerIP, err = positiveInt(v)
+			return err
+		}},
+		{env: "HERALD_MAX_CONNECTIONS", usage: fmt.Sprintf("websocket connections on this node; more are closed with 1013, and at most a quarter may await authentication (default: the file limit less %d, here %d)", hub.FilesKept, hub.DefaultMaxConns()), set: func(c *config, v string) (err error) {
+			if v == "" {
+				c.MaxConns = hub.DefaultMaxConns()
+				return nil
+			}
+			c.MaxConns, err = positiveInt(v)
 			return err
 		}},
 		{env: "HERALD_CLIENT_FRAME_RATE", def: "50", usage: "frames per second one connection may send on average; faster closes it with 4029", set: func(c *config, v string) error {
@@ -327,6 +337,7 @@ func printConfig(w io.Writer, c *config) {
 	set("HERALD_MAX_SUBSCRIPTIONS", strconv.Itoa(c.MaxSubs))
 	set("HERALD_TRUSTED_PROXIES", prefixes(c.TrustedProxies))
 	set("HERALD_MAX_CONNECTIONS_PER_IP", strconv.Itoa(c.MaxConnsPerIP))
+	set("HERALD_MAX_CONNECTIONS", strconv.Itoa(c.MaxConns))
 	set("HERALD_CLIENT_FRAME_RATE", strconv.FormatFloat(c.FrameRate, 'f', -1, 64))
 	set("HERALD_CLIENT_FRAME_BURST", strconv.Itoa(c.FrameBurst))
 	for slug, pc := range c.Providers {

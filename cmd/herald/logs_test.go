@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"herald/hub"
 )
 
 // TestLogs_NeverShowSecretsTokensOrPayloads captures every log line of a
@@ -159,6 +162,18 @@ func TestLogs_WarnOfAShortJWTSecret(t *testing.T) {
 // published again; the default says nothing.
 func TestLogs_WarnOfADedupWindowShorterThanRetries(t *testing.T) {
 	warnedOnlyWith(t, "HERALD_DEDUP_WINDOW is shorter than the longest provider retries", "HERALD_DEDUP_WINDOW=1h")
+}
+
+// A drain window that leaves the last client less than its close
+// handshake's 5 s before the shutdown deadline is allowed but said.
+func TestLogs_WarnOfADrainWindowCloseToTheShutdownTimeout(t *testing.T) {
+	warnedOnlyWith(t, "HERALD_SHUTDOWN_TIMEOUT leaves less than 5s after HERALD_DRAIN_WINDOW", "HERALD_DRAIN_WINDOW=27s")
+}
+
+// More connections than the file limit allows beside ingress, the API and
+// the broker is allowed but said.
+func TestLogs_WarnOfMaxConnectionsBeyondTheFileLimit(t *testing.T) {
+	warnedOnlyWith(t, "HERALD_MAX_CONNECTIONS leaves fewer than 1024", "HERALD_MAX_CONNECTIONS="+strconv.Itoa(hub.DefaultMaxConns()+1))
 }
 
 // warnedOnlyWith checks that a node started with setting logs warning, and

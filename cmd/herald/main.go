@@ -97,6 +97,16 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		// one can be guessed from any token, and a guess mints any grant.
 		logger.Warn("HERALD_JWT_SECRET is shorter than 32 bytes: it can be found from any token by trying secrets, and then any token can be forged", "bytes", n)
 	}
+	if cfg.ShutdownTimeout-cfg.DrainWindow < closeWait {
+		// The last client is closed at the window's end, and one that
+		// does not answer its 4010 is waited for this long.
+		logger.Warn("HERALD_SHUTDOWN_TIMEOUT leaves less than 5s after HERALD_DRAIN_WINDOW: a last client that does not answer its close makes the stop cut (exit 1)",
+			"drain_window", cfg.DrainWindow.String(), "shutdown_timeout", cfg.ShutdownTimeout.String())
+	}
+	if def := hub.DefaultMaxConns(); cfg.MaxConns > def {
+		logger.Warn("HERALD_MAX_CONNECTIONS leaves fewer than 1024 of the file limit to webhooks, the API and the broker: clients can starve them",
+			"max_connections", cfg.MaxConns, "file_limit_less_1024", def)
+	}
 	if cfg.Dev {
 		printDev(stdout, cfg, ln.Addr())
 	}
@@ -112,6 +122,10 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	signal.Reset(syscall.SIGTERM, syscall.SIGINT)
 	return shutdown(logger, cfg, srv, httpSrv)
 }
+
+// closeWait is how long a websocket close waits for the client's answer
+// (coder/websocket's close handshake).
+const closeWait = 5 * time.Second
 
 // warnMerchantless warns of every provider enabled without a merchant:
 // its webhooks that name neither a user nor a merchant (Kriptomat's master
@@ -157,6 +171,7 @@ func serverConfig(cfg *config, logger *slog.Logger) (server.Config, error) {
 			SendQueueBytes:   cfg.SendQueueBytes,
 			MaxSubscriptions: cfg.MaxSubs,
 			MaxConnsPerIP:    cfg.MaxConnsPerIP,
+			MaxConns:         cfg.MaxConns,
 			FrameRate:        cfg.FrameRate,
 			FrameBurst:       cfg.FrameBurst,
 		},
