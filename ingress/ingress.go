@@ -367,12 +367,12 @@ func answer(id string, targets []string, results []channels.PublishResult) outco
 // when the fault is herald's (an adapter that broke its contract), so that
 // the provider retries once it is mended.
 func (in *Ingress) deadLetter(ctx context.Context, slug string, req *Request, err error) outcome {
-	status, label := http.StatusBadRequest, "malformed"
+	status, label, reason := http.StatusBadRequest, "malformed", "malformed"
 	if errors.Is(err, ErrUnknownEvent) {
-		status, label = http.StatusAccepted, "dead_letter"
+		status, label, reason = http.StatusAccepted, "dead_letter", "unknown_event"
 	} else if !errors.Is(err, ErrMalformed) {
 		in.opts.Logger.Error("ingress adapter failed", "provider", slug, "err", err)
-		status, label = http.StatusInternalServerError, "internal"
+		status, label, reason = http.StatusInternalServerError, "internal", "internal"
 	}
 	body := req.Body
 	if p := in.opts.Providers[slug].Provider; p.Redact != nil {
@@ -387,7 +387,7 @@ func (in *Ingress) deadLetter(ctx context.Context, slug string, req *Request, er
 		in.opts.Logger.Warn("keeping dead letter failed", "provider", slug, "err", err)
 		return fail(http.StatusServiceUnavailable, "unavailable", "broker unavailable; retry")
 	}
-	in.opts.Metrics.DeadLetter(slug, status == http.StatusAccepted)
+	in.opts.Metrics.DeadLetter(slug, reason)
 	if status == http.StatusAccepted {
 		return outcome{status: status, label: label, body: map[string]string{"status": "dead_letter", "reason": err.Error()}}
 	}

@@ -60,15 +60,12 @@ func (m *Ingress) Request(provider, outcome string, d time.Duration) {
 	m.duration.WithLabelValues(p).Observe(d.Seconds())
 }
 
-// DeadLetter counts a webhook kept as a dead letter: an unknown event
-// (answered 202) or a malformed one (400).
-func (m *Ingress) DeadLetter(provider string, unknownEvent bool) {
+// DeadLetter counts a webhook kept as a dead letter, for a reason:
+// unknown_event (answered 202), malformed (400) or internal (herald's own
+// fault, 500).
+func (m *Ingress) DeadLetter(provider, reason string) {
 	if m == nil {
 		return
-	}
-	reason := "malformed"
-	if unknownEvent {
-		reason = "unknown_event"
 	}
 	m.dead.WithLabelValues(m.provider(provider), reason).Inc()
 }

@@ -39,7 +39,7 @@ func TestNilMetricsAreNoOps(t *testing.T) {
 	h.Resumed(false, "x")
 	var in *metrics.Ingress
 	in.Request("p", "published", time.Second)
-	in.DeadLetter("p", true)
+	in.DeadLetter("p", "unknown_event")
 	if b := metrics.InstrumentBroker(nil, nil); b != nil {
 		t.Fatal("InstrumentBroker with no metrics must return the broker itself")
 	}
