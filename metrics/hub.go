@@ -61,7 +61,7 @@ func newHub(reg prometheus.Registerer, eventTime EventTimeFunc) *Hub {
 	})
 	closes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_closes_total",
-		Help: "Websocket sessions ended, by close code (1006: no close handshake); connections refused before their session (4010 while draining, 4029 over the per-address limit, 1013 over the node's) count too.",
+		Help: "Websocket sessions ended, by close code (1006: no close handshake); connections refused right after the upgrade (4029 over the per-address limit, 1013 over the node's, 4010 when draining began during the upgrade) count too.",
 	}, []string{"code"})
 	resumes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_resumes_total",
