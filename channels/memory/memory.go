@@ -303,18 +303,16 @@ func (b *Broker) sweep() {
 func (b *Broker) sweepOnce() {
 	now := b.opts.Now()
 	b.mu.RLock()
-	names := make([]string, 0, len(b.chans))
-	for name := range b.chans {
-		names = append(names, name)
+	logs := make(map[string]*log, len(b.chans))
+	for name, l := range b.chans {
+		logs[name] = l
 	}
 	b.mu.RUnlock()
-	for _, name := range names {
-		b.mu.Lock()
-		l, ok := b.chans[name]
-		if !ok {
-			b.mu.Unlock()
-			continue
-		}
+	// One log at a time, and never holding the broker's lock while waiting
+	// for a log's: a log is held through its delivery, which for a large
+	// local fan-out takes a while, and every other channel's lookup would
+	// wait behind it.
+	for name, l := range logs {
 		l.mu.Lock()
 		b.expire(l, now)
 		for k, v := range l.keys {
@@ -322,12 +320,15 @@ func (b *Broker) sweepOnce() {
 				delete(l.keys, k)
 			}
 		}
-		if now.Sub(l.lastUsed) > b.opts.MetaTTL {
+		if !l.dead && now.Sub(l.lastUsed) > b.opts.MetaTTL {
 			l.dead = true
-			delete(b.chans, name)
+			b.mu.Lock()
+			if b.chans[name] == l {
+				delete(b.chans, name)
+			}
+			b.mu.Unlock()
 		}
 		l.mu.Unlock()
-		b.mu.Unlock()
 	}
 }
 

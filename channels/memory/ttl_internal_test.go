@@ -35,3 +35,55 @@ func TestIdleLogOutlivesItsIdempotencyKeys(t *testing.T) {
 		t.Fatalf("retry after 31 idle days: %+v, first %+v", again, first)
 	}
 }
+
+// blockingHandler holds the delivery of one channel's publications until
+// released.
+type blockingHandler struct {
+	channel  string
+	entered  chan struct{}
+	released chan struct{}
+}
+
+func (h *blockingHandler) HandlePublication(channel string, _ channels.Publication) {
+	if channel == h.channel {
+		close(h.entered)
+		<-h.released
+	}
+}
+
+func (h *blockingHandler) HandleReset(string, channels.Position, string) {}
+
+// A sweep that reaches a channel in the middle of a long delivery waits
+// for that channel alone: other channels publish meanwhile.
+func TestSweepWaitsForABusyChannelAlone(t *testing.T) {
+	b := New(Options{})
+	h := &blockingHandler{channel: "merchant:big", entered: make(chan struct{}), released: make(chan struct{})}
+	if err := b.Start(h); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	go func() { _, _ = b.Publish(ctx, "merchant:big", json.RawMessage(`{}`), channels.PublishOptions{}) }()
+	<-h.entered
+	swept := make(chan struct{})
+	go func() { b.sweepOnce(); close(swept) }()
+	// Give the sweep time to reach the busy channel and wait for it.
+	time.Sleep(100 * time.Millisecond)
+
+	published := make(chan error, 1)
+	go func() {
+		_, err := b.Publish(ctx, "user:1", json.RawMessage(`{}`), channels.PublishOptions{})
+		published <- err
+	}()
+	select {
+	case err := <-published:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(h.released)
+		t.Fatal("a publication to another channel waited for the busy channel's delivery")
+	}
+	close(h.released)
+	<-swept
+}
