@@ -40,6 +40,11 @@ type feed struct {
 	// resync: the feed was interrupted; re-read the log on confirmation,
 	// or in Subscribe if its position was not known yet.
 	resync bool
+	// failed: the last re-read of the log failed, and retrying says one
+	// is due (after retries failures in a row; see retryLater).
+	failed   bool
+	retrying bool
+	retries  int
 }
 
 // Subscribe implements channels.Broker: it returns once Redis confirmed the
@@ -196,11 +201,12 @@ func (b *Broker) backfill(f *feed) bool {
 		since := channels.Position{Offset: f.last, Epoch: f.epoch}
 		res, err := b.historyRetry(f.channel, since, f.lastData)
 		if err != nil {
-			// Redis answers pub/sub but not reads: give up on this gap, loudly.
-			// The next publication shows the hub a gap, which it announces to
-			// clients as offset_expired; nothing passes silently.
-			b.log.Error("redis backfill failed; subscribers will be told of a gap", "channel_namespace", namespace(f.channel), "err", err)
+			// Redis answers pub/sub but not reads: try again later, and
+			// meanwhile hand on live publications, after a gap the hub
+			// announces.
+			b.log.Error("redis backfill failed; retrying", "channel_namespace", namespace(f.channel), "err", err)
 			f.resync = true
+			b.retryLater(f)
 			return learned
 		}
 		learned = true
@@ -210,6 +216,7 @@ func (b *Broker) backfill(f *feed) bool {
 			since = channels.Position{Offset: 0, Epoch: res.Epoch}
 			if res, err = b.historyRetry(f.channel, since, nil); err != nil {
 				f.resync = true
+				b.retryLater(f)
 				return learned
 			}
 		}
@@ -227,8 +234,39 @@ func (b *Broker) backfill(f *feed) bool {
 			break
 		}
 	}
-	f.resync = false
+	f.resync, f.failed, f.retries = false, false, 0
 	return true
+}
+
+// retryLater has the log re-read again after a failed re-read, 1 s later
+// and twice as long after each failure in a row, up to 30 s, while the
+// feed lasts: on a quiet channel no later publication would show the gap.
+// f.mu is held.
+func (b *Broker) retryLater(f *feed) {
+	f.failed = true
+	if f.retrying {
+		return
+	}
+	f.retrying = true
+	delay := min(time.Second<<min(f.retries, 5), 30*time.Second)
+	f.retries++
+	time.AfterFunc(delay, func() {
+		b.mu.Lock()
+		current := !b.closed && b.feeds[f.channel] == f
+		b.mu.Unlock()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.retrying = false
+		if !current || !f.failed || !f.known {
+			return
+		}
+		// A re-read still due on the next confirmation stays due: a
+		// connection not yet subscribed misses what is published before
+		// it is.
+		resync := f.resync
+		b.backfill(f)
+		f.resync = f.resync || resync
+	})
 }
 
 // backfillBytes bounds one page of a backfill.

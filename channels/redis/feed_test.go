@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -362,4 +363,75 @@ func TestFeed_RemovingAnOldFeedKeepsTheNewOnesSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.await(t, ch, r.Offset, 5*time.Second)
+}
+
+// outage refuses the node's new connections while dials is armed, and
+// fails its script calls (counting them) while scripts is.
+type outage struct {
+	dials, scripts atomic.Bool
+	failed         atomic.Int32
+}
+
+func (o *outage) DialHook(next goredis.DialHook) goredis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if o.dials.Load() {
+			return nil, errors.New("connection refused")
+		}
+		return next(ctx, network, addr)
+	}
+}
+
+func (o *outage) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return next
+}
+
+func (o *outage) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return onScript{before: func() error {
+		if o.scripts.Load() {
+			o.failed.Add(1)
+			return errors.New("LOADING Redis is loading the dataset in memory")
+		}
+		return nil
+	}}.ProcessHook(next)
+}
+
+// A re-read that fails after a reconnect is retried: on a quiet channel
+// no later publication would ever show the gap, and what was published
+// while the node was away would never reach its subscribers.
+func TestFeed_AFailedReReadIsRetried(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	o := &outage{}
+	b, h := startGated(t, srv, o)
+	pub, _ := startGated(t, srv, nil)
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "user:quiet"); err != nil {
+		t.Fatal(err)
+	}
+	// The node is cut off, and misses a publication.
+	o.dials.Store(true)
+	o.scripts.Store(true)
+	if _, err := srv.Do("CLIENT", "KILL", "TYPE", "pubsub"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := pub.Publish(ctx, "user:quiet", json.RawMessage(`{"n":1}`), channels.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It reconnects, but its re-read of the log fails (every attempt of
+	// it), and then the log is readable again. Nothing more is published.
+	o.dials.Store(false)
+	for deadline := time.Now().Add(20 * time.Second); o.failed.Load() < 5; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node's re-read was tried %d times, want 5", o.failed.Load())
+		}
+	}
+	o.scripts.Store(false)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, e := range h.since(0) {
+			if e.ch == "user:quiet" && !e.reset && e.off == r.Offset {
+				return
+			}
+		}
+	}
+	t.Errorf("publication %d, missed while the node was away, never reached the handler: %+v", r.Offset, h.since(0))
 }
