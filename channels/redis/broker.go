@@ -416,7 +416,7 @@ func (h mapReloader) after(err error) {
 
 // unavailable wraps errors that mean "Redis cannot be reached or cannot
 // serve right now" (network errors, timeouts, and the transient replies of
-// a loading, failing-over or busy server) with channels.ErrUnavailable.
+// a loading, failing-over, busy or full server) with channels.ErrUnavailable.
 // Other Redis replies (a key of the wrong type, a script bug) stay internal
 // errors: retrying would not help.
 func unavailable(op string, err error) error {
@@ -427,7 +427,10 @@ func unavailable(op string, err error) error {
 	if errors.As(err, &rerr) {
 		msg := rerr.Error()
 		transient := false
-		for _, prefix := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "BUSY", "MOVED", "ASK", "NOREPLICAS"} {
+		// OOM: a full Redis under noeviction refuses writes until
+		// memory is freed; the last is a full server refusing a
+		// connection.
+		for _, prefix := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "BUSY", "MOVED", "ASK", "NOREPLICAS", "OOM", "ERR max number of clients reached"} {
 			transient = transient || strings.HasPrefix(msg, prefix)
 		}
 		if !transient {
