@@ -76,8 +76,10 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 		return fmt.Errorf("redis subscribe %s: %w: %v", ch, channels.ErrUnavailable, ctx.Err())
 	}
 	// Learn where the log stands, so that an interruption before the first
-	// publication still knows what to re-read.
-	top, err := b.History(ctx, ch, channels.HistoryOptions{})
+	// publication still knows what to re-read, and what the log held
+	// there: a re-read after Redis came back from an older state compares
+	// it with what the log holds there then.
+	top, err := b.History(ctx, ch, channels.HistoryOptions{Limit: 1})
 	if err != nil {
 		b.drop(f)
 		return err
@@ -85,6 +87,9 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	f.mu.Lock()
 	if !f.known || f.epoch != top.Epoch || f.last < top.Offset {
 		f.known, f.epoch, f.last, f.lastData = true, top.Epoch, top.Offset, nil
+		if n := len(top.Publications); n > 0 && top.Publications[n-1].Offset == top.Offset {
+			f.lastData = top.Publications[n-1].Data
+		}
 	}
 	if f.resync {
 		// The pub/sub connection broke while the log was being read:

@@ -80,6 +80,42 @@ func TestRedisBackFromAnOlderState_OvertakenIsStillANewEpoch(t *testing.T) {
 	n, other, proxy, srv := partitionable(t, redistest.Options{}, nil)
 	c := heraldtest.Connect(t, n, heraldtest.Token(t, "1", ""))
 	epoch := c.Subscribe("user:1").String("epoch")
+	publishSaving(t, n, srv)
+	for i := 1; i <= 10; i++ {
+		if f := c.Expect("pub"); f.Offset() != uint64(i) {
+			t.Fatalf("pub %v", f)
+		}
+	}
+	overtake(t, c, epoch, other, proxy, srv)
+}
+
+// The same when the node learned its position by a client's resume, not
+// by handing on a publication itself: it must still know what the log
+// held at its last offset.
+func TestRedisBackFromAnOlderState_OvertakenAfterAResumeIsStillANewEpoch(t *testing.T) {
+	n, other, proxy, srv := partitionable(t, redistest.Options{}, nil)
+	publishSaving(t, other, srv) // n has no feed of user:1 meanwhile
+	top, err := other.Server.Broker().History(context.Background(), "user:1", channels.HistoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := heraldtest.Connect(t, n, heraldtest.Token(t, "1", ""))
+	c.Send(map[string]any{"type": "subscribe", "channel": "user:1", "since": map[string]any{"offset": 5, "epoch": top.Epoch}})
+	if f := c.Expect("subscribed"); f["recovered"] != true {
+		t.Fatalf("resume from 5: %v", f)
+	}
+	for i := 6; i <= 10; i++ {
+		if f := c.Expect("pub"); f.Offset() != uint64(i) {
+			t.Fatalf("pub %v", f)
+		}
+	}
+	overtake(t, c, top.Epoch, other, proxy, srv)
+}
+
+// publishSaving publishes 1 to 10 to user:1 through n, Redis saving a
+// snapshot after 8.
+func publishSaving(t *testing.T, n *heraldtest.Node, srv *redistest.Server) {
+	t.Helper()
 	for i := 1; i <= 10; i++ {
 		publishRetrying(t, n, i)
 		if i == 8 {
@@ -88,12 +124,14 @@ func TestRedisBackFromAnOlderState_OvertakenIsStillANewEpoch(t *testing.T) {
 			}
 		}
 	}
-	for i := 1; i <= 10; i++ {
-		if f := c.Expect("pub"); f.Offset() != uint64(i) {
-			t.Fatalf("pub %v", f)
-		}
-	}
+}
 
+// overtake keeps c's node away while Redis comes back from the snapshot at
+// 8 and other publishes 109 to 115 as offsets 9 to 15; then c must be told
+// of a new epoch and get all 15 of it, and a resume from the lost 10 must
+// be told of the gap too.
+func overtake(t *testing.T, c *heraldtest.Client, epoch string, other *heraldtest.Node, proxy *redistest.Proxy, srv *redistest.Server) {
+	t.Helper()
 	proxy.Cut()
 	srv.Kill()
 	srv.StartAgain()              // offset 8, same epoch: 9 and 10 lost
