@@ -396,6 +396,7 @@ func TestCluster_ResentPublishAppliesOnce(t *testing.T) {
 	before := publish(t, n, ch, 0)
 	master, _ := owner(t, c.Nodes[0].Addr(), slotOf(t, c.Nodes[0].Addr(), ch))
 	paused := c.Server(master.Addr)
+	calls := scriptCalls(t, paused)
 	paused.Pause()
 	done := make(chan error, 1)
 	go func() {
@@ -407,6 +408,9 @@ func TestCluster_ResentPublishAppliesOnce(t *testing.T) {
 	time.Sleep(5 * time.Second) // past two read timeouts of 2 s: sent at least twice
 	paused.Resume()
 	err := <-done
+	if sent := scriptCalls(t, paused) - calls; sent < 2 {
+		t.Fatalf("the publication's script ran %d times on the master: it was not re-sent, and this test shows nothing", sent)
+	}
 	res, herr := n.Server.Broker().History(ctx(t), ch, channels.HistoryOptions{Since: &before.Position})
 	if herr != nil {
 		t.Fatal(herr)
@@ -508,8 +512,7 @@ func (r *recorder) offsets(ch string) []uint64 {
 func TestCluster_MisplacedFeedIsMovedBack(t *testing.T) {
 	c := redistest.StartReplicatedCluster(t, 3)
 	const ch = "user:1"
-	// The default health interval: the check runs every 5 s, so that it
-	// seldom comes between the misplacing and the test's look at it.
+	// The default health interval: the placement check runs every 5 s.
 	b, rec := recordingBroker(t, goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()}), redis.Options{}, ch)
 	slot := slotOf(t, c.Nodes[0].Addr(), ch)
 	master, all := owner(t, c.Nodes[0].Addr(), slot)
@@ -547,18 +550,12 @@ func TestCluster_MisplacedFeedIsMovedBack(t *testing.T) {
 		if err := redis.Misplace(b, ch, wrong.Addr); err != nil && !wrong.Master {
 			t.Fatal(err)
 		}
-		if !wrong.Master {
-			// A replica takes the subscription. (A master that does not
-			// serve the slot refuses it, and the broker moves the feed
-			// back at once, as it does for any connection that fails.)
-			deadline := time.Now().Add(2 * time.Second)
-			for subscribedOn(master.Addr) || !subscribedOn(wrong.Addr) {
-				if time.Now().After(deadline) {
-					t.Fatalf("the feed was not moved to the replica %s", wrong.Addr)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
+		// A replica takes the subscription: Misplace returned once it
+		// confirmed it. (A master that does not serve the slot refuses it,
+		// and the broker moves the feed back at once, as it does for any
+		// connection that fails.) Whether Redis still shows it there now
+		// is not looked at: the broker's periodic check may already have
+		// moved it back.
 		publishN(5) // may not come through where the feed is now
 		deadline := time.Now().Add(25 * time.Second)
 		for subscribedOn(wrong.Addr) || !subscribedOn(master.Addr) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -178,7 +179,11 @@ func TestFeed_LateMessageOfAnOldEpochIsNoReset(t *testing.T) {
 			}
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); len(h.since(0)) < 10; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("handed on %d of 10 publications", len(h.since(0)))
+		}
+	}
 	// Offsets 4 and 5 are lost, and the node's pub/sub connection breaks.
 	for _, ch := range chans {
 		for _, cmd := range [][]string{
@@ -211,7 +216,18 @@ func TestFeed_LateMessageOfAnOldEpochIsNoReset(t *testing.T) {
 	if <-h.first == chans[0] {
 		other = chans[1]
 	}
-	time.Sleep(100 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n, err := srv.Do("PUBSUB", "SHARDNUMSUB", "herald:{"+other+"}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(n, "\n1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not subscribed again: %q", other, n)
+		}
+	}
 	if _, err := b.Publish(ctx, other, json.RawMessage(`{"n":104}`), channels.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +248,24 @@ func TestFeed_LateMessageOfAnOldEpochIsNoReset(t *testing.T) {
 			t.Fatalf("%s was never reset after the break", other)
 		}
 	}
-	time.Sleep(time.Second)
+	// A publication after it is handed on after everything before it.
+	last, err := b.Publish(ctx, other, json.RawMessage(`{"n":105}`), channels.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handedOn := func() bool {
+		for _, e := range h.since(mark) {
+			if e.ch == other && !e.reset && e.off == last.Offset && e.epoch == last.Epoch {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(10 * time.Second); !handedOn(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: publication %d never handed on: %+v", other, last.Offset, h.since(mark))
+		}
+	}
 	epochs := map[string]bool{}
 	seen := map[string]bool{}
 	for _, e := range h.since(mark) {
