@@ -419,7 +419,10 @@ export function connect(options) {
    * @param {Position | null} previous
    */
   function gap(channel, reason, pos, previous) {
-    remember(channel, pos);
+    // Never back within an epoch: what was handed on stays handed on, and
+    // is not handed on again.
+    const last = positions.get(channel);
+    if (!last || last.epoch !== pos.epoch || last.offset < pos.offset) remember(channel, pos);
     emit('gap', { channel, reason, epoch: pos.epoch, offset: pos.offset, previous });
   }
 

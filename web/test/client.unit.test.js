@@ -362,6 +362,20 @@ test('a gap announced by the server mid-subscription is a gap event', async () =
   assert.deepEqual(offsets(got), [5, 10]);
 });
 
+test('a gap announced below the last delivered offset does not hand anything on twice', async () => {
+  const { clock, sockets, client, got, collect, events } = setup();
+  client.subscribe('user:42', collect);
+  await clock.advance(0);
+  sockets[0].accept();
+  sockets[0].answerSubscribe('user:42', { offset: 0 });
+  for (const o of [1, 2, 3, 4, 5]) sockets[0].pub('user:42', o);
+  sockets[0].frame({ type: 'subscribed', channel: 'user:42', epoch: 'E', offset: 3, recovered: false, reason: 'offset_expired' });
+  for (const o of [4, 5, 6]) sockets[0].pub('user:42', o);
+  assert.equal(named(events, 'gap').length, 1);
+  assert.deepEqual(offsets(got), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(client.position('user:42'), { epoch: 'E', offset: 6 });
+});
+
 test('a subscription the server revokes after a refresh is gone, also after reconnects', async () => {
   const { clock, sockets, client, events } = setup();
   client.subscribe('alerts:acme', () => {});
