@@ -142,6 +142,11 @@ func TestSend_PrintsTheAnswerAndExitsByStatus(t *testing.T) {
 			io.WriteString(w, `{"error":"missing or wrong secret"}`)
 			return
 		}
+		if r.URL.Query().Get("unknown") != "" {
+			w.WriteHeader(http.StatusAccepted)
+			io.WriteString(w, `{"status":"dead_letter","reason":"unknown event"}`)
+			return
+		}
 		io.WriteString(w, `{"status":"published"}`)
 	}))
 	defer srv.Close()
@@ -156,6 +161,11 @@ func TestSend_PrintsTheAnswerAndExitsByStatus(t *testing.T) {
 	}
 	if len(auths) != 2 || auths[1] != "Bearer wrong" {
 		t.Fatalf("authorizations sent: %q", auths)
+	}
+	// A dead letter is a 2xx, but nothing was published.
+	code, out, errOut = runCmd(t, []string{"HERALD_INGRESS_KRIPTOMAT_SECRET", "right"}, "send", "kriptomat", file, "--url", srv.URL+"/?unknown=1")
+	if code != 3 || !strings.Contains(out, "dead_letter") || !strings.Contains(errOut, "not published") {
+		t.Fatalf("dead letter: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
 
@@ -179,6 +189,33 @@ func TestSend_Refusals(t *testing.T) {
 	}
 }
 
+// 0xpay names the merchant in a header; send fills it from --merchant or
+// the node's HERALD_INGRESS_0XPAY_MERCHANT.
+func TestSend_NamesTheMerchantWhereTheProviderDoes(t *testing.T) {
+	merchants := make(chan string, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		merchants <- r.Header.Get("merchant-id")
+		io.WriteString(w, `{"status":"published"}`)
+	}))
+	defer srv.Close()
+	file := "../../testdata/0xpay/exchange_done.json"
+	for _, tc := range []struct {
+		env  []string
+		args []string
+	}{
+		{[]string{"HERALD_INGRESS_0XPAY_MERCHANT", "acme"}, nil},
+		{[]string{"HERALD_INGRESS_0XPAY_MERCHANT", "acme"}, []string{"--merchant", "other"}},
+	} {
+		env := append([]string{"HERALD_INGRESS_0XPAY_SECRET", "s", "HERALD_URL", srv.URL}, tc.env...)
+		if code, _, errOut := runCmd(t, env, append([]string{"send", "0xpay", file}, tc.args...)...); code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+	}
+	if got := []string{<-merchants, <-merchants}; got[0] != "acme" || got[1] != "other" {
+		t.Fatalf("merchant-id headers sent: %q, want acme then other", got)
+	}
+}
+
 func TestHealthcheck_ExitsByReadiness(t *testing.T) {
 	ready := true
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -198,6 +235,10 @@ func TestHealthcheck_ExitsByReadiness(t *testing.T) {
 	srv.Close()
 	if code, _, _ := runCmd(t, nil, "healthcheck", "--url", srv.URL+"/readyz", "--timeout", "1s"); code != 1 {
 		t.Fatalf("down: exit %d", code)
+	}
+	// Called wrongly: unhealthy, and not 2, which Docker reserves.
+	if code, _, _ := runCmd(t, nil, "healthcheck", "--nope"); code != 1 {
+		t.Fatalf("a bad flag: exit %d", code)
 	}
 	for in, want := range map[string]string{":8080": "127.0.0.1:8080", "0.0.0.0:9": "127.0.0.1:9", "[::]:9": "127.0.0.1:9", "10.1.2.3:80": "10.1.2.3:80"} {
 		if got, err := localHost(in); err != nil || got != want {
@@ -326,7 +367,7 @@ func TestTail_ResumesAfterADropWithoutGapOrDuplicate(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("tail did not finish; stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	}
-	if !strings.Contains(stderr.String(), "resumed user:42 after offset 1: nothing missed") || strings.Contains(stderr.String(), "GAP") {
+	if !strings.Contains(stderr.String(), "resumed user:42 after offset 1: no gap; what was missed follows") || strings.Contains(stderr.String(), "GAP") {
 		t.Fatalf("stderr:\n%s", stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
@@ -474,6 +515,25 @@ func TestTail_InterruptLeavesAFrozenNodeQuickly(t *testing.T) {
 	if code := tail.exitCode(t, 4*time.Second); code != 0 {
 		t.Fatalf("tail: exit %d\n%s", code, tail.stderr)
 	}
+}
+
+// A node that stops answering leaves tail's connection open and silent:
+// tail's pings notice, and it reconnects and resumes once the node is
+// back.
+func TestTail_LeavesANodeThatDoesNotAnswerPings(t *testing.T) {
+	addr := freeAddr(t)
+	node := startNode(t, addr)
+	cli := nodeEnv(addr, "HERALD_URL=http://"+addr)
+	tail := startProc(t, append(cli, "HERALD_TOKEN="+clientToken(t, "84625")), "tail", "user:84625", "--ping", "500ms")
+	tail.waitOutput(t, "subscribed to user:84625", 10*time.Second)
+	if err := node.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	tail.waitOutput(t, "disconnected: the node did not answer a ping within 10 s", 30*time.Second)
+	if err := node.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	tail.waitOutput(t, "resumed user:84625 after offset 0", 30*time.Second)
 }
 
 // Every flag a subcommand takes is in the synopsis its --help opens with.

@@ -26,8 +26,8 @@ func commands() []command {
 	return []command{
 		{"config", "herald config [flags]", "print the effective configuration, secrets masked", runConfig},
 		{"token", "herald token --sub ID [--merchant M] [--channel C]… [--ttl 1h] [--jwt-secret S] [--jwt-issuer I] [--jwt-audience A]", "mint a client token with HERALD_JWT_SECRET", runToken},
-		{"send", "herald send <provider> <file|-> [--url URL] [--secret S] [--timeout 30s]", "post a webhook the way the provider does, signature included, and print the answer", runSend},
-		{"tail", "herald tail <channel> [--since N --epoch E] [--count N] [--url URL] [--token T]", "print a channel's publications as JSON lines, resuming across reconnects", runTail},
+		{"send", "herald send <provider> <file|-> [--url URL] [--secret S] [--merchant M] [--timeout 30s]", "post a webhook the way the provider does, signature included, and print the answer", runSend},
+		{"tail", "herald tail <channel> [--since N --epoch E] [--count N] [--ping D] [--url URL] [--token T]", "print a channel's publications as JSON lines, resuming across reconnects", runTail},
 		{"healthcheck", "herald healthcheck [--addr ADDR | --url URL] [--timeout 3s]", "exit 0 if the node at HERALD_ADDR is ready (for container health checks)", runHealthcheck},
 	}
 }

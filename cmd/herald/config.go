@@ -46,6 +46,9 @@ type config struct {
 	FrameRate       float64
 	FrameBurst      int
 	Providers       map[string]ingress.Config
+	// generated names the secrets --dev made up (by variable): only
+	// those are printed.
+	generated map[string]bool
 }
 
 // setting is one configuration item: an environment variable, the flag of

@@ -27,16 +27,19 @@ const (
 // applyDev fills what --dev generates: secrets that were not given, every
 // provider enabled, text logs.
 func applyDev(c *config) {
-	if c.JWTSecret == "" && c.JWTPublicKey == "" {
-		c.JWTSecret = randomSecret()
-	}
-	if c.APIKey == "" {
-		c.APIKey = randomSecret()
-	}
-	for slug, pc := range c.Providers {
-		if pc.Secret == "" {
-			pc.Secret = randomSecret()
+	c.generated = map[string]bool{}
+	generate := func(name string, secret *string) {
+		if *secret == "" {
+			*secret = randomSecret()
+			c.generated[name] = true
 		}
+	}
+	if c.JWTPublicKey == "" {
+		generate("HERALD_JWT_SECRET", &c.JWTSecret)
+	}
+	generate("HERALD_API_KEY", &c.APIKey)
+	for slug, pc := range c.Providers {
+		generate("HERALD_INGRESS_"+envSlug(slug)+"_SECRET", &pc.Secret)
 		if pc.Merchant == "" {
 			pc.Merchant = devMerchant
 		}
@@ -116,11 +119,21 @@ func randomSecret() string {
 }
 
 // printDev tells a developer how to use the node just started: a
-// dashboard link with a token, and curl lines posting the samples.
+// dashboard link with a token, and curl lines posting the samples. A
+// secret it was given is not printed, nor a token signed with one: a
+// stray HERALD_DEV on a real node must not put them in its logs.
 func printDev(w io.Writer, c *config, addr net.Addr) {
 	base := "http://" + localAddr(addr)
+	secret := func(name, value string) string {
+		if c.generated[name] {
+			return value
+		}
+		return "$" + name
+	}
 	fmt.Fprintf(w, "\nherald --dev is running at %s (embedded broker; nothing survives a restart)\n\n", base)
-	if c.JWTSecret != "" {
+	if c.JWTSecret != "" && !c.generated["HERALD_JWT_SECRET"] {
+		fmt.Fprintf(w, "Token:      HERALD_JWT_SECRET is yours, so none is printed: herald token --sub %s --merchant %s mints one\n", devUser, devMerchant)
+	} else if c.JWTSecret != "" {
 		claims := devClaims(c, time.Now())
 		token, err := auth.Mint([]byte(c.JWTSecret), claims)
 		if err == nil {
@@ -128,11 +141,11 @@ func printDev(w io.Writer, c *config, addr net.Addr) {
 			fmt.Fprintf(w, "Token (sub=%s, merchant=%s%s, 24h):\n  %s\n", devUser, devMerchant, alsoGranted(claims.Channels), token)
 			fmt.Fprintf(w, "Follow from a terminal:\n  herald tail merchant:%s --url %s --token %s\n", devMerchant, base, token)
 			if k, ok := c.Providers["kriptomat"]; ok {
-				fmt.Fprintf(w, "  herald send kriptomat testdata/kriptomat/deposit.json --url %s --secret %s\n", base, k.Secret)
+				fmt.Fprintf(w, "  herald send kriptomat testdata/kriptomat/deposit.json --url %s --secret %s\n", base, secret("HERALD_INGRESS_KRIPTOMAT_SECRET", k.Secret))
 			}
 		}
 	}
-	fmt.Fprintf(w, "API key:    %s\n\n", c.APIKey)
+	fmt.Fprintf(w, "API key:    %s\n\n", secret("HERALD_API_KEY", c.APIKey))
 	fmt.Fprintln(w, "Post the sample webhooks from testdata/ (run from the repository root):")
 	slugs := make([]string, 0, len(c.Providers))
 	for slug := range c.Providers {
@@ -141,12 +154,12 @@ func printDev(w io.Writer, c *config, addr net.Addr) {
 	sort.Strings(slugs)
 	for _, slug := range slugs {
 		for _, f := range samples(slug) {
-			fmt.Fprintf(w, "  curl -sS -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' --data-binary @%s %s/ingress/%s\n",
-				c.Providers[slug].Secret, f, base, slug)
+			fmt.Fprintf(w, "  curl -sS -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' --data-binary @%s %s/ingress/%s\n",
+				secret("HERALD_INGRESS_"+envSlug(slug)+"_SECRET", c.Providers[slug].Secret), f, base, slug)
 		}
 	}
-	fmt.Fprintf(w, "\nPublish directly:\n  curl -sS -H 'Authorization: Bearer %s' -d '{\"channel\":\"user:%s\",\"data\":{\"hello\":\"world\"}}' %s/v1/publish\n\n",
-		c.APIKey, devUser, base)
+	fmt.Fprintf(w, "\nPublish directly:\n  curl -sS -H \"Authorization: Bearer %s\" -d '{\"channel\":\"user:%s\",\"data\":{\"hello\":\"world\"}}' %s/v1/publish\n\n",
+		secret("HERALD_API_KEY", c.APIKey), devUser, base)
 	if _, err := os.Stat("testdata"); err != nil {
 		fmt.Fprintln(w, "(testdata/ is not in the current directory: run from the repository root to use the samples)")
 	}

@@ -12,21 +12,25 @@ import (
 const healthcheckAbout = `
 Asks the node at HERALD_ADDR (on this host) whether it is ready — GET
 /readyz: broker reachable and not draining — and exits 0 if it is, 1 if
-not. It is the container health check: the image has no shell or curl.`
+not, and 1 when called wrongly too (a container health check must not
+exit 2, which Docker reserves). It is the container health check: the
+image has no shell or curl.`
 
 func runHealthcheck(ctx context.Context, args []string, env lookupFunc, stdout, stderr io.Writer) int {
 	fs := newFlags("healthcheck", stderr, healthcheckAbout)
+	// Called wrongly is unhealthy too: 1, not usageError's 2.
+	wrong := func(err error) int { return min(usageError(stderr, "healthcheck", err), 1) }
 	addr := envString(fs, env, "addr", "HERALD_ADDR", ":8080", "the node's listen address")
 	url := fs.String("url", "", "URL to check instead [http://<addr>/readyz]")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
 	if _, err := parseArgs(fs, args, 0); err != nil {
-		return usageError(stderr, "healthcheck", err)
+		return wrong(err)
 	}
 	target := *url
 	if target == "" {
 		host, err := localHost(*addr)
 		if err != nil {
-			return usageError(stderr, "healthcheck", fmt.Errorf("HERALD_ADDR: %w", err))
+			return wrong(fmt.Errorf("HERALD_ADDR: %w", err))
 		}
 		target = "http://" + host + "/readyz"
 	}
@@ -34,7 +38,7 @@ func runHealthcheck(ctx context.Context, args []string, env lookupFunc, stdout, 
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
-		return usageError(stderr, "healthcheck", err)
+		return wrong(err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -292,7 +292,7 @@ func TestDev_EndToEnd(t *testing.T) {
 	}
 
 	// Run the printed curl line's request.
-	m := regexp.MustCompile(`Bearer ([0-9a-f]+)'.*@(\S+) (\S+)$`).FindStringSubmatch(curl)
+	m := regexp.MustCompile(`Bearer ([0-9a-f]+)".*@(\S+) (\S+)$`).FindStringSubmatch(curl)
 	if m == nil {
 		t.Fatalf("unexpected curl line %q", curl)
 	}
@@ -320,6 +320,31 @@ func TestDev_EndToEnd(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+}
+
+// --dev prints the secrets it generated, never one it was given (a stray
+// HERALD_DEV on a real node would put them in its logs), nor a token
+// signed with one.
+func TestDev_PrintsOnlyWhatItGenerated(t *testing.T) {
+	given := env("HERALD_JWT_SECRET", "given-jwt-secret-0123456789abcdef", "HERALD_API_KEY", "given-api-key",
+		"HERALD_INGRESS_KRIPTOMAT_SECRET", "given-kriptomat-secret")
+	c, err := parseConfig([]string{"--dev"}, given, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	printDev(&out, c, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080})
+	printed := out.String()
+	for _, secret := range []string{"given-jwt-secret", "given-api-key", "given-kriptomat-secret", "Dashboard:"} {
+		if strings.Contains(printed, secret) {
+			t.Errorf("--dev printed %q:\n%s", secret, printed)
+		}
+	}
+	for _, want := range []string{"API key:    $HERALD_API_KEY", `Bearer $HERALD_API_KEY"`, "herald token --sub demo"} {
+		if !strings.Contains(printed, want) {
+			t.Errorf("--dev did not print %q:\n%s", want, printed)
+		}
 	}
 }
 

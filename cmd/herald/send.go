@@ -22,7 +22,9 @@ Posts a webhook body (a file, or - for standard input) to a node's
 own scheme when it has one, else with the shared secret as a Bearer token.
 The secret is HERALD_INGRESS_<SLUG>_SECRET (or --secret). Prints the
 node's answer on standard output and its status on standard error; exits
-0 on a 2xx answer, 1 otherwise.
+0 when the event was published (or was already: a duplicate), 3 when the
+node kept the webhook as a dead letter without publishing it (202), 1
+otherwise.
 
   herald send kriptomat testdata/kriptomat/withdrawal.json`
 
@@ -30,6 +32,7 @@ func runSend(ctx context.Context, args []string, env lookupFunc, stdout, stderr 
 	fs := newFlags("send", stderr, sendAbout)
 	base := envString(fs, env, "url", "HERALD_URL", "http://127.0.0.1:8080", "the node (or load balancer)")
 	secretFlag := fs.String("secret", "", "the provider's secret [HERALD_INGRESS_<SLUG>_SECRET]")
+	merchantFlag := fs.String("merchant", "", "the merchant a provider that names one in a header sends (0xpay's merchant-id) [HERALD_INGRESS_<SLUG>_MERCHANT]")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
 	pos, err := parseArgs(fs, args, 2)
 	if err != nil {
@@ -47,6 +50,10 @@ func runSend(ctx context.Context, args []string, env lookupFunc, stdout, stderr 
 	if secret == "" {
 		return usageError(stderr, "send", fmt.Errorf("%s (or --secret) is required", variable))
 	}
+	merchant := *merchantFlag
+	if merchant == "" {
+		merchant, _ = env("HERALD_INGRESS_" + envSlug(p.Slug) + "_MERCHANT")
+	}
 	body, err := readInput(pos[1])
 	if err != nil {
 		return usageError(stderr, "send", err)
@@ -57,7 +64,7 @@ func runSend(ctx context.Context, args []string, env lookupFunc, stdout, stderr 
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	req, err := webhookRequest(ctx, target, p, ingress.Config{Secret: secret}, body, time.Now())
+	req, err := webhookRequest(ctx, target, p, ingress.Config{Secret: secret, Merchant: merchant}, body, time.Now())
 	if err != nil {
 		return failed(stderr, "send", err)
 	}
@@ -70,7 +77,11 @@ func runSend(ctx context.Context, args []string, env lookupFunc, stdout, stderr 
 	if _, err := io.Copy(stdout, resp.Body); err != nil {
 		return failed(stderr, "send", err)
 	}
-	if resp.StatusCode/100 != 2 {
+	switch {
+	case resp.StatusCode == http.StatusAccepted:
+		fmt.Fprintln(stderr, "herald send: kept as a dead letter, not published")
+		return 3
+	case resp.StatusCode/100 != 2:
 		return 1
 	}
 	return 0

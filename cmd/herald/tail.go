@@ -39,11 +39,12 @@ func runTail(ctx context.Context, args []string, env lookupFunc, stdout, stderr 
 	since := fs.Uint64("since", 0, "resume after this offset (needs --epoch)")
 	epoch := fs.String("epoch", "", "the epoch --since belongs to")
 	count := fs.Int("count", 0, "exit after printing this many publications [0: until interrupted]")
+	ping := fs.Duration("ping", 30*time.Second, "how often to ping the node; one that does not answer within 10 s is left, and tail reconnects")
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return usageError(stderr, "tail", err)
 	}
-	t := &tailer{channel: pos[0], token: *token, count: *count, out: stdout, log: stderr}
+	t := &tailer{channel: pos[0], token: *token, count: *count, ping: *ping, out: stdout, log: stderr}
 	sinceSet := false
 	fs.Visit(func(f *flag.Flag) { sinceSet = sinceSet || f.Name == "since" })
 	switch {
@@ -53,6 +54,8 @@ func runTail(ctx context.Context, args []string, env lookupFunc, stdout, stderr 
 		err = errors.New("--since and --epoch go together: a position is an offset within an epoch")
 	case *count < 0:
 		err = errors.New("--count must not be negative")
+	case *ping <= 0:
+		err = errors.New("--ping must be positive")
 	}
 	if err == nil {
 		_, err = channels.Parse(t.channel)
@@ -76,6 +79,7 @@ func runTail(ctx context.Context, args []string, env lookupFunc, stdout, stderr 
 type tailer struct {
 	url, token, channel string
 	count, printed      int
+	ping                time.Duration
 	out, log            io.Writer
 	// pos is the last position printed or announced: where a reconnect
 	// resumes. nil until the first subscription (then: from now).
@@ -149,13 +153,16 @@ func (t *tailer) session(ctx context.Context) (subscribed bool, err error) {
 	// then counts a client that left, not a dropped connection. (Reading
 	// with ctx would drop the connection the moment it is cancelled.) A
 	// node that does not answer within a second is dropped all the same.
-	readCtx, dropped := context.WithCancel(context.Background())
-	defer dropped()
+	readCtx, drop := context.WithCancelCause(context.Background())
+	defer drop(nil)
 	stop := context.AfterFunc(ctx, func() {
 		leave(conn, websocket.StatusGoingAway)
-		dropped()
+		drop(nil)
 	})
 	defer stop()
+	// A node that died behind a proxy or a dead network path leaves the
+	// connection open and silent: only a ping that goes unanswered tells.
+	go t.keepAlive(readCtx, conn, drop)
 
 	sub := map[string]any{"id": 1, "type": "subscribe", "channel": t.channel}
 	if t.pos != nil {
@@ -164,6 +171,9 @@ func (t *tailer) session(ctx context.Context) (subscribed bool, err error) {
 	for {
 		_, data, err := conn.Read(readCtx)
 		if err != nil {
+			if cause := context.Cause(readCtx); errors.Is(cause, errSilent) {
+				return subscribed, cause
+			}
 			return subscribed, closeError(err)
 		}
 		var f tailFrame
@@ -205,6 +215,30 @@ func (t *tailer) session(ctx context.Context) (subscribed bool, err error) {
 	}
 }
 
+// errSilent ends a session whose node did not answer a ping.
+var errSilent = errors.New("the node did not answer a ping within 10 s")
+
+// keepAlive pings the node every t.ping while ctx lasts, and drops the
+// connection with errSilent when a ping goes unanswered for 10 s.
+func (t *tailer) keepAlive(ctx context.Context, conn *websocket.Conn, drop context.CancelCauseFunc) {
+	tick := time.NewTicker(t.ping)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := conn.Ping(pingCtx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			drop(errSilent)
+			return
+		}
+	}
+}
+
 // leave closes the connection with code, so that the node counts a client
 // that left rather than a dropped connection, waiting at most a second for
 // the node's answer (the deferred CloseNow ends a wait cut short).
@@ -228,7 +262,7 @@ func (t *tailer) subscribed(f tailFrame) {
 	case f.ID != nil && !resumed:
 		t.logf("subscribed to %s at offset %d (epoch %s)", t.channel, f.Offset, f.Epoch)
 	case f.Recovered:
-		t.logf("resumed %s after offset %d: nothing missed", t.channel, t.pos.Offset)
+		t.logf("resumed %s after offset %d: no gap; what was missed follows", t.channel, t.pos.Offset)
 		return // the missed publications follow and move pos
 	default:
 		from := "the start"
