@@ -65,6 +65,8 @@ type tally struct {
 	received    atomic.Int64 // pub frames after the subscribe position
 	duplicates  atomic.Int64 // an offset seen before
 	gaps        atomic.Int64 // an offset skipped without a recovered:false frame
+	reordered   atomic.Int64 // a skipped offset that arrived after later ones
+	misrouted   atomic.Int64 // a publication of another client's channel
 	lossFrames  atomic.Int64 // subscribed frames with recovered:false mid-run
 	unknown     atomic.Int64 // pub frames whose send time is unknown
 	readErrors  atomic.Int64 // connections that ended before the run did
@@ -78,9 +80,11 @@ type client struct {
 	channel string
 	cf      bool // a Centrifuge client
 	epoch   string
-	// last is the offset of the last publication seen; the read loop owns
-	// it once started.
-	last uint64
+	// last is the offset of the last publication seen, and skipped the
+	// offsets before it not seen (a few at most: a gap is an error); the
+	// read loop owns both once started.
+	last    uint64
+	skipped map[uint64]bool
 }
 
 // controlFrame is what the harness reads of non-pub frames.
@@ -234,6 +238,12 @@ func (c *client) frame(b []byte, clock time.Time, times sendTimes, t *tally) {
 		}
 		return
 	}
+	// Every pub frame opens with its channel: one of another client's is
+	// misrouted, whatever its offset.
+	if !bytes.HasPrefix(b[len(pubPrefix):], []byte(`"channel":"`+c.channel+`"`)) {
+		t.misrouted.Add(1)
+		return
+	}
 	c.pub(b, clock, times, t)
 }
 
@@ -247,11 +257,24 @@ func (c *client) pub(b []byte, clock time.Time, times sendTimes, t *tally) {
 	}
 	offset := uint64(off)
 	switch {
+	case offset <= c.last && c.skipped[offset]:
+		// Late, not lost: counted as a gap when skipped, it is now out
+		// of order instead.
+		delete(c.skipped, offset)
+		t.gaps.Add(-1)
+		t.reordered.Add(1)
+		return
 	case offset <= c.last:
 		t.duplicates.Add(1)
 		return
 	case offset != c.last+1:
 		t.gaps.Add(1)
+		if c.skipped == nil {
+			c.skipped = map[uint64]bool{}
+		}
+		for o := c.last + 1; o < offset && len(c.skipped) < 1024; o++ {
+			c.skipped[o] = true
+		}
 	}
 	c.last = offset
 	t.received.Add(1)

@@ -49,10 +49,13 @@ const (
 	maxClients  = 30000
 	maxDuration = 10 * time.Minute
 	// maxSoak bounds the soak scenario's duration instead.
-	maxSoak   = 2 * time.Hour
-	maxRate   = 50000
-	maxMissed = 10000
-	maxRepeat = 1000
+	maxSoak = 2 * time.Hour
+	maxRate = 50000
+	// maxWebhooks bounds the webhooks a per-user run through the ingress
+	// builds before it starts (a few KiB each).
+	maxWebhooks = 1_000_000
+	maxMissed   = 10000
+	maxRepeat   = 1000
 )
 
 // options are the command line.
@@ -241,6 +244,10 @@ func (o *options) check(sources string) error {
 		return errors.New("-storm-every and -sample-every must be positive, -warmup not negative")
 	case o.stormFraction < 0 || o.stormFraction > 1:
 		return errors.New("-storm-fraction must be 0…1")
+	case o.scenario != "idle" && o.scenario != "resume" && calls(o.rate, o.duration) < 1:
+		return errors.New("-rate × -duration makes no publication")
+	case o.scenario == "peruser" && o.via == "ingress" && calls(o.rate, o.duration) > maxWebhooks:
+		return fmt.Errorf("-rate × -duration through the ingress is at most %d webhooks", maxWebhooks)
 	case o.jwtSecret == "":
 		return errors.New("-jwt-secret (or HERALD_JWT_SECRET) is required to mint client tokens")
 	}

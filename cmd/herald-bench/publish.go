@@ -52,13 +52,16 @@ func (s *pubStats) okFor(channel string) int64 {
 	return 0
 }
 
+// calls is how many publish calls a run at rate per second for d makes.
+func calls(rate float64, d time.Duration) int { return int(rate * d.Seconds()) }
+
 // openLoop calls pub at rate per second for d, each call on its own
 // goroutine at its scheduled time whatever the previous ones are doing,
 // and returns when every call has answered.
 func openLoop(ctx context.Context, clock time.Time, rate float64, d time.Duration, pub publisher, s *pubStats) {
 	interval := time.Duration(float64(time.Second) / rate)
 	start := time.Now()
-	n := int(d / interval)
+	n := calls(rate, d)
 	sem := make(chan struct{}, maxInFlight)
 	var wg sync.WaitGroup
 	for i := 0; i < n && ctx.Err() == nil; i++ {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -65,6 +64,8 @@ type Deliveries struct {
 	Lost       int64 `json:"lost"`
 	Duplicates int64 `json:"duplicates"`
 	Gaps       int64 `json:"gaps"`
+	Reordered  int64 `json:"out_of_order"`
+	Misrouted  int64 `json:"misrouted"`
 	LossFrames int64 `json:"loss_announcements"`
 	Untimed    int64 `json:"untimed"`
 }
@@ -361,7 +362,7 @@ func (b *bench) peruser(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		n := int(math.Ceil(b.o.rate * b.o.duration.Seconds()))
+		n := calls(b.o.rate, b.o.duration)
 		hooks, skipped, err := buildWebhooks(samples, users, n, b.o.salt)
 		b.r.Skipped = append(b.r.Skipped, skipped...)
 		if err != nil {
@@ -424,6 +425,7 @@ func (b *bench) account(s *pubStats, want int64, before, after window) error {
 	b.r.Deliveries = &Deliveries{
 		Expected: want, Received: got, Lost: max(want-got, 0),
 		Duplicates: b.t.duplicates.Load(), Gaps: b.t.gaps.Load(),
+		Reordered: b.t.reordered.Load(), Misrouted: b.t.misrouted.Load(),
 		LossFrames: b.t.lossFrames.Load(), Untimed: b.t.unknown.Load(),
 	}
 	lat, call := b.t.latency.summary(), s.call.summary()
@@ -433,8 +435,8 @@ func (b *bench) account(s *pubStats, want int64, before, after window) error {
 		b.errorSample(errors.New(e))
 	}
 	b.report(before, after, 0, got, s.ok.Load(), 0)
-	if d := b.r.Deliveries; d.Lost > 0 || d.Duplicates > 0 || d.Gaps > 0 {
-		return fmt.Errorf("deliveries: %d lost, %d duplicated, %d gaps", d.Lost, d.Duplicates, d.Gaps)
+	if d := b.r.Deliveries; d.Lost > 0 || d.Duplicates > 0 || d.Gaps > 0 || d.Reordered > 0 || d.Misrouted > 0 {
+		return fmt.Errorf("deliveries: %d lost, %d duplicated, %d gaps, %d out of order, %d misrouted", d.Lost, d.Duplicates, d.Gaps, d.Reordered, d.Misrouted)
 	}
 	return nil
 }
