@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"herald/ingress"
 	"herald/ingress/gateway"
@@ -14,6 +15,29 @@ import (
 
 func TestGoldens(t *testing.T) {
 	heraldtest.RunGoldens(t, gateway.Slug)
+}
+
+// The gateway's signature, as computed independently of herald:
+//
+//	printf '%s' "$body" | openssl dgst -sha512 -hmac gateway-secret
+func TestSignature_KnownAnswer(t *testing.T) {
+	body := []byte(`{"requestId":"r1","id":"e1","eventType":"INVOICE_PAID"}`)
+	const want = "afda3ac0c8071024ee1b04466862787e8f67cddab343277544e5af601694fe3dc56d5aca072e79af0f295d06cfb659d3c69b66889207c793ea26461758345181"
+	cfg := ingress.Config{Secret: "gateway-secret"}
+	p := gateway.Provider()
+	h := http.Header{}
+	p.Sign(h, http.MethodPost, "/ingress/gateway", body, cfg, time.Now())
+	if got := h.Get("Sign"); got != want {
+		t.Fatalf("Sign set %q, want %q", got, want)
+	}
+	r := &ingress.Request{Header: http.Header{"Sign": {want}}, Body: body, Config: cfg}
+	if err := p.Verify(r); err != nil {
+		t.Fatalf("the known answer was refused: %v", err)
+	}
+	r.Body = []byte(`{"requestId":"r1","id":"e2","eventType":"INVOICE_PAID"}`)
+	if err := p.Verify(r); !errors.Is(err, ingress.ErrSignature) {
+		t.Fatalf("a tampered body was accepted: %v", err)
+	}
 }
 
 func TestTypeOf(t *testing.T) {
