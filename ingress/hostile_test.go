@@ -72,7 +72,7 @@ func TestHostileInputIsRefusedAndDisturbsNoOne(t *testing.T) {
 				if status >= 500 || status < 400 && status != http.StatusAccepted {
 					t.Errorf("%s, %s, %s: %d %.200v", provider, name, ctype, status, res)
 				}
-				if took := time.Since(start); took > 5*time.Second {
+				if took := time.Since(start); took > 30*time.Second { // a hang, not slowness
 					t.Errorf("%s, %s: answered after %v", provider, name, took)
 				}
 			}

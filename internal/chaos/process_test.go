@@ -2,12 +2,14 @@ package chaos
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -62,7 +64,8 @@ func (p *process) url() string { return "http://127.0.0.1:" + strconv.Itoa(p.por
 // node is the process as heraldtest sees it (URL only; no in-process server).
 func (p *process) node() *heraldtest.Node { return &heraldtest.Node{URL: p.url()} }
 
-// start runs the node and waits until it answers /healthz.
+// start runs the node and waits until it answers, as itself: the port was
+// free when picked, but another process may have taken it since.
 func (p *process) start() {
 	p.t.Helper()
 	cmd := exec.Command(p.bin)
@@ -75,16 +78,20 @@ func (p *process) start() {
 	p.mu.Lock()
 	p.cmd = cmd
 	p.mu.Unlock()
+	itself := fmt.Sprintf("herald_node_info{node=%q} 1", p.name)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(p.url() + "/healthz")
+		resp, err := http.Get(p.url() + "/metrics")
 		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			return
+			if strings.Contains(string(body), itself) {
+				return
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	p.t.Fatalf("%s did not come up", p.name)
+	p.t.Fatalf("%s did not come up on port %d", p.name, p.port)
 }
 
 // kill ends the node with SIGKILL: no drain, no goodbye.
