@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"herald/internal/redistest"
 )
 
 // compose is the part of docker-compose.yml the checks read. YAML anchors
@@ -34,6 +36,12 @@ type service struct {
 		Test []string `yaml:"test"`
 	} `yaml:"healthcheck"`
 	StopGracePeriod string `yaml:"stop_grace_period"`
+	Ulimits         struct {
+		Nofile struct {
+			Soft int `yaml:"soft"`
+			Hard int `yaml:"hard"`
+		} `yaml:"nofile"`
+	} `yaml:"ulimits"`
 }
 
 func readCompose(t *testing.T) compose {
@@ -81,6 +89,23 @@ func TestCompose_TwoNodesOnRedisBehindNginx(t *testing.T) {
 	}
 	if !strings.Contains(cmd, "--appendfsync always") {
 		t.Errorf("redis fsyncs less than each write (%q): an acknowledged webhook could be lost with its epoch kept", cmd)
+	}
+	// The command as Compose runs it, on a real redis-server.
+	args := make([]string, 0, len(redis.Command))
+	for _, a := range redis.Command[1:] {
+		args = append(args, interpolated(a, nil))
+	}
+	srv := redistest.Start(t, redistest.Options{Args: args})
+	for setting, want := range map[string]string{
+		"maxmemory-policy": "noeviction", // an evicted key loses or repeats publications
+		"maxmemory":        "2147483648", // full is refused (503), not killed by the kernel
+		"save":             "",           // a failed snapshot would refuse every write
+		"appendfsync":      "always",
+	} {
+		got, err := srv.Do("CONFIG", "GET", setting)
+		if err != nil || got != setting+"\n"+want {
+			t.Errorf("redis %s: %q, %v; want %q", setting, got, err, want)
+		}
 	}
 	if len(redis.Volumes) == 0 || !strings.HasSuffix(redis.Volumes[0], ":/data") {
 		t.Errorf("redis data is not kept in a volume: %v", redis.Volumes)
@@ -130,19 +155,25 @@ func TestCompose_TwoNodesOnRedisBehindNginx(t *testing.T) {
 	if !contains(nginx.Ports, "8080:8080") {
 		t.Errorf("nginx ports %v", nginx.Ports)
 	}
-	for _, n := range []string{"herald-1", "herald-2"} {
-		if nginx.DependsOn[n].Condition != "service_healthy" {
-			t.Errorf("nginx does not wait for a healthy %s (it resolves upstreams at start)", n)
-		}
-		if !nginx.DependsOn[n].Restart {
-			t.Errorf("nginx is not restarted when %s is recreated: it would keep the old address", n)
-		}
-	}
 	conf, _ := os.ReadFile("nginx.conf")
 	for _, n := range []string{"herald-1", "herald-2"} {
-		if !strings.Contains(string(conf), "server "+n+":8080") {
-			t.Errorf("nginx.conf does not balance to %s:8080", n)
+		if nginx.DependsOn[n].Condition != "service_healthy" {
+			t.Errorf("nginx does not wait for a healthy %s", n)
 		}
+		// Restarting nginx with a node would drop every client of every
+		// node at once: nginx follows the node's address instead.
+		if nginx.DependsOn[n].Restart {
+			t.Errorf("nginx is restarted when %s is recreated, dropping every client", n)
+		}
+		if !strings.Contains(string(conf), "server "+n+":8080 resolve") {
+			t.Errorf("nginx.conf does not balance to %s:8080, looked up as it changes", n)
+		}
+	}
+	if !strings.Contains(string(conf), "resolver 127.0.0.11") {
+		t.Error("nginx.conf has no resolver: resolve needs Docker's DNS")
+	}
+	if nginx.Ulimits.Nofile.Soft < 65536 {
+		t.Errorf("nginx's file limit %+v: a container's default 1024 carries 500 websockets per worker", nginx.Ulimits)
 	}
 }
 

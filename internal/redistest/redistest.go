@@ -29,6 +29,8 @@ type Options struct {
 	AOF bool
 	// Cluster starts the server with cluster-enabled yes.
 	Cluster bool
+	// Args are more redis-server arguments, after (and over) the rest.
+	Args []string
 }
 
 // Server is a redis-server process owned by a test.
@@ -105,6 +107,7 @@ func (s *Server) launch() error {
 		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(s.dir, "nodes.conf"),
 			"--cluster-node-timeout", "2000")
 	}
+	args = append(args, s.opts.Args...)
 	cmd := exec.Command(Binary(s.t), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
