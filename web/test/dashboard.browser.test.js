@@ -58,7 +58,7 @@ async function startDev(t) {
   t.after(() => node.stop());
   const out = await waitFor(() => /Publish directly/.test(node.logs()) && node.logs(), 5000, 'the --dev banner');
   const link = /Dashboard:\s+(\S+)/.exec(out)[1];
-  const secret = /Bearer ([0-9a-f]+)'.*\/ingress\/kriptomat/.exec(out)[1];
+  const secret = /Bearer ([0-9a-f]+)".*\/ingress\/kriptomat/.exec(out)[1];
   return { node, link, secret, out };
 }
 
@@ -208,11 +208,13 @@ test('an expired token replaced by a new one for the same identity: the page res
   t.after(() => node.stop());
   const { page, context } = await openPage(browser);
   t.after(() => context.close());
-  await page.goto(`${node.url}/#token=${mintToken({ ttl: 3 })}`);
+  // Long enough for the page to load, connect and show a row on a loaded
+  // machine before the token expires.
+  await page.goto(`${node.url}/#token=${mintToken({ ttl: 12 })}`);
   await waitLive(page);
   await publish(node, 'merchant:demo', { n: 0 });
   await page.locator('tr.event').first().waitFor();
-  await waitFor(async () => /disconnected: 4008/.test(await logText(page)), 10000, 'close 4008 in the log');
+  await waitFor(async () => /disconnected: 4008/.test(await logText(page)), 40000, 'close 4008 in the log');
   // More than a backfill shows, published while the page had no token.
   for (let i = 1; i <= 60; i++) await publish(node, 'merchant:demo', { n: i });
   await page.fill('#token', mintToken());
