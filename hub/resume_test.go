@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -202,25 +203,51 @@ func followTo(n *heraldtest.Node, ch string, since uint64, epoch string, last ui
 func TestSlowConsumerClosed4009WhileFastOneKeepsUp(t *testing.T) {
 	n := start(t, func(c *server.Config) { c.Hub.SendQueueBytes = 256 << 10 })
 	fast := heraldtest.Connect(t, n, heraldtest.Token(t, "42", "acme"))
-	slow := heraldtest.Connect(t, n, heraldtest.Token(t, "43", "acme"))
 	fast.Subscribe("merchant:acme")
-	slow.Subscribe("merchant:acme")
-	// The slow client reads, but at a tenth of a millisecond per frame
-	// less than it would need: its backlog grows until the queue overflows.
-	// (A client that reads nothing at all cannot even receive the close
-	// frame once its socket buffers are full.)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	slow, err := dialSmallReadBuffer(ctx, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.close()
+	if err := slow.send(ctx, map[string]any{"id": 1, "type": "connect", "token": heraldtest.Token(t, "43", "acme")}); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := slow.read(ctx); err != nil || f["type"] != "connected" {
+		t.Fatalf("connect: %v %v", f, err)
+	}
+	if err := slow.send(ctx, map[string]any{"id": 2, "type": "subscribe", "channel": "merchant:acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := slow.read(ctx); err != nil || f["type"] != "subscribed" {
+		t.Fatalf("subscribe: %v %v", f, err)
+	}
+	// The slow client reads a frame each 20 ms through a small socket
+	// buffer: however slow the machine, the publications (paced by the
+	// fast client alone) come faster, and its backlog grows until the
+	// queue overflows. Then it reads as fast as it can: the close frame
+	// waits behind what the node's socket holds, and the node gives up on
+	// a close handshake after 5 s. (A client that reads nothing at all
+	// cannot even receive the close frame.)
+	overflowed := make(chan struct{})
 	slowCode := make(chan websocket.StatusCode, 1)
 	go func() {
 		for {
-			if _, err := slow.ReadTimeout(30 * time.Second); err != nil {
+			if _, err := slow.read(ctx); err != nil {
 				slowCode <- websocket.CloseStatus(err)
 				return
 			}
-			time.Sleep(2 * time.Millisecond)
+			select {
+			case <-overflowed:
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
 	}()
+	overflows := func() float64 { return n.Metrics(t).Get("herald_send_queue_overflows_total") }
+	told := false // overflowed is closed
 
-	// Enough to fill the stalled client's socket buffers and its queue.
+	// Far more than the slow client's socket buffers and queue hold.
 	const total = 20000
 	pad := fmt.Sprintf("%01000d", 0)
 	var received atomic.Uint64
@@ -248,10 +275,18 @@ func TestSlowConsumerClosed4009WhileFastOneKeepsUp(t *testing.T) {
 			time.Sleep(100 * time.Microsecond)
 		}
 		n.PublishDirect(t, "merchant:acme", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, pad))
+		if i%100 == 0 && !told && overflows() > 0 {
+			close(overflowed)
+			told = true
+		}
 	}
 	publishTime := time.Since(start)
 	if err := <-got; err != nil {
 		t.Fatal(err)
+	}
+	if !told {
+		n.WaitMetric(t, 1, "herald_send_queue_overflows_total")
+		close(overflowed)
 	}
 	select {
 	case code := <-slowCode:
@@ -261,7 +296,34 @@ func TestSlowConsumerClosed4009WhileFastOneKeepsUp(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("slow client still connected")
 	}
+	if got := overflows(); got != 1 {
+		t.Fatalf("%v send queues overflowed, want only the slow client's", got)
+	}
 	t.Logf("published %d × 1 KiB in %v beside a slow subscriber", total, publishTime)
+}
+
+// dialSmallReadBuffer is dialRaw on a socket with a fixed 64 KiB receive
+// buffer, so that what the client does not read backs up at the node
+// soon, whatever the kernel's autotuning would grow the buffer to. (Much
+// smaller ones slow even a client that reads at once to a trickle.)
+func dialSmallReadBuffer(ctx context.Context, n *heraldtest.Node) (*rawClient, error) {
+	var d net.Dialer
+	transport := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			_ = conn.(*net.TCPConn).SetReadBuffer(64 << 10)
+		}
+		return conn, err
+	}}
+	conn, _, err := websocket.Dial(ctx, n.WS(), &websocket.DialOptions{
+		Subprotocols: []string{"herald.v1"},
+		HTTPClient:   &http.Client{Transport: transport},
+	})
+	if err != nil {
+		return nil, err
+	}
+	conn.SetReadLimit(-1)
+	return &rawClient{conn: conn}, nil
 }
 
 // TestResume_BacklogLargerThanTheSendQueue: a client that missed more than

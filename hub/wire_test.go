@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"herald/internal/stacks"
 )
 
 // recordingConn keeps each Write as one chunk.
@@ -196,8 +198,19 @@ func TestWire_ACloseFrameIsWrittenBeforeTheLibraryCloses(t *testing.T) {
 		w.Close()
 		closed <- err
 	}()
-	waitWire("the close frame never reached the wire", func() bool { return w.closeCode != 0 })
-	time.Sleep(20 * time.Millisecond) // time for a Close that does not wait
+	// Before the client reads, the close frame's Write must be waiting
+	// for the hub's write, so that the Close after it cannot come first. A
+	// Write that returned instead lets Close run: that fails at once.
+	for deadline := time.Now().Add(10 * time.Second); !stacks.Parked("sync.Cond.Wait", "herald/hub.(*wire).Write("); time.Sleep(time.Millisecond) {
+		select {
+		case err := <-closed:
+			t.Fatalf("the close frame's Write returned (%v) while the hub's write was under way", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the close frame's Write neither waits for the hub's write nor returns")
+		}
+	}
 	got := make([]byte, len(data)+len(closeFrame))
 	if _, err := io.ReadFull(client, got); err != nil {
 		t.Fatalf("the client read %q, then %v", got, err)

@@ -17,6 +17,7 @@ import (
 	"herald/ingress"
 	"herald/internal/heraldtest"
 	"herald/internal/server"
+	"herald/internal/stacks"
 )
 
 const withdrawal = `{"user_id":84624,"id":58463,"type":"FIAT_WITHDRAWAL","amount":100.00,"date":"2018-11-27T13:46:22.658","state":"SUCCESSFUL","deposited":100.00,"bank_fee":1.00,"received":99.00}`
@@ -237,17 +238,36 @@ func TestStatusesOfOneTransactionDoNotPassEachOther(t *testing.T) {
 	n := start(t, func(c *server.Config) { c.Broker = g })
 	pending := strings.Replace(withdrawal, "SUCCESSFUL", "PENDING", 1)
 	answered := make(chan int, 2)
-	go func() {
-		status, _ := n.Post(t, "/ingress/kriptomat", []byte(pending), bearer(heraldtest.ProviderSecret))
-		answered <- status
-	}()
+	var posts sync.WaitGroup
+	post := func(body string) {
+		posts.Go(func() {
+			status, _ := n.Post(t, "/ingress/kriptomat", []byte(body), bearer(heraldtest.ProviderSecret))
+			answered <- status
+		})
+	}
+	var release sync.Once
+	// A test that fails early still lets both requests end before the node.
+	t.Cleanup(func() {
+		release.Do(func() { close(g.released) })
+		posts.Wait()
+	})
+	post(pending)
 	<-g.entered // the pending status is ranked, its append under way
-	go func() {
-		status, _ := n.Post(t, "/ingress/kriptomat", []byte(withdrawal), bearer(heraldtest.ProviderSecret))
-		answered <- status
-	}()
-	time.Sleep(200 * time.Millisecond) // time for the success to pass, if it can
-	close(g.released)
+	post(withdrawal)
+	// The success must wait for the pending status's append, on the lock
+	// of their transaction. Were it not held there, it would be answered
+	// while the pending status is still stopped in Publish.
+	for deadline := time.Now().Add(10 * time.Second); !stacks.Parked("sync.Mutex.Lock", "herald/ingress.separately.Append("); time.Sleep(time.Millisecond) {
+		select {
+		case status := <-answered:
+			t.Fatalf("the success was answered (%d) while the pending status's append was under way", status)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the success neither waits for the pending status nor is answered")
+		}
+	}
+	release.Do(func() { close(g.released) })
 	for range 2 {
 		if status := <-answered; status != 200 {
 			t.Fatalf("answer %d", status)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -89,27 +90,52 @@ func TestServe_SIGTERMDrains(t *testing.T) {
 	if err := node.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	// Readiness fails and new connections are refused well within the
-	// window.
+	// Readiness fails and new connections are refused at once: while the
+	// drain is under way, before the last client is closed. Refused is an
+	// answer 503 or a connection refused; a connection that the closing
+	// listener had taken and then dropped is asked again, on a new one
+	// (never a kept one the node may have closed). The deadline only
+	// catches a hang.
+	fresh := func() *http.Client { return &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} }
+	refused := func(resp *http.Response, err error) bool {
+		if resp != nil {
+			return resp.StatusCode == http.StatusServiceUnavailable
+		}
+		return errors.Is(err, syscall.ECONNREFUSED)
+	}
+	deadline := time.Now().Add(2 * window)
 	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err != nil || resp.StatusCode == http.StatusServiceUnavailable {
-			if resp != nil {
-				resp.Body.Close()
-			}
+		resp, err := fresh().Get("http://" + addr + "/readyz")
+		if resp != nil {
+			resp.Body.Close()
+		}
+		if refused(resp, err) {
 			break
 		}
-		resp.Body.Close()
-		if time.Since(sigterm) > window/4 {
-			t.Fatalf("/readyz still %s %v after SIGTERM", resp.Status, time.Since(sigterm))
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still answers %v (%v) %v after SIGTERM", resp, err, time.Since(sigterm))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if conn, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", nil); err == nil {
-		conn.CloseNow()
-		t.Fatal("a new websocket connection was accepted while draining")
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// A transport of its own, since the upgrade must not close.
+		conn, resp, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{}}})
+		cancel()
+		if err == nil {
+			conn.CloseNow()
+			t.Fatal("a new websocket connection was accepted while draining")
+		}
+		if refused(resp, err) {
+			break
+		}
+		if resp != nil || errors.Is(err, context.DeadlineExceeded) || time.Now().After(deadline) {
+			t.Fatalf("a new websocket connection while draining: %v (%v), want 503 or a refused connection", err, resp)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(closes) == clients {
+		t.Fatal("readiness failed and new connections were refused only after every client was closed")
 	}
 
 	resp, err := finish()
@@ -130,30 +156,29 @@ func TestServe_SIGTERMDrains(t *testing.T) {
 				t.Fatalf("client closed with %d, want 4010", c.code)
 			}
 			at = append(at, c.at.Sub(sigterm))
-		case <-time.After(2 * window):
+		case <-time.After(2*window + 10*time.Second):
 			t.Fatalf("only %d of %d clients closed", i, clients)
 		}
 	}
 	sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
-	// Client i is due at i*window/clients: 0, 1s, 2s, 3s. Closing all at
-	// once would put them within milliseconds of each other.
-	step := window / clients
-	if at[0] > step/2 {
-		t.Errorf("first close after %v", at[0])
+	// Client i is due at i*window/clients: 0, 1s, 2s, 3s after the drain
+	// starts, spread over three quarters of the window. Closing all at
+	// once, at the start or at the end, would put them within
+	// milliseconds of each other. A loaded machine's delays shift the
+	// closes by far less than the margins here: only seconds could shrink
+	// the spread to a quarter of the window, stretch it to one and a half,
+	// or put the first close in the window's second half.
+	spread := at[clients-1] - at[0]
+	if spread < window/4 || spread > window*3/2 {
+		t.Errorf("closes spread over %v of the %v window, want about three quarters of it: %v", spread, window, at)
 	}
-	for i := 1; i < clients; i++ {
-		if gap := at[i] - at[i-1]; gap < step/4 {
-			t.Errorf("closes not spread: %v", at)
-		}
+	if at[0] > window/2 {
+		t.Errorf("first close %v after SIGTERM, want it at the start of the %v window: %v", at[0], window, at)
 	}
-	if last := at[clients-1]; last > window+step/2 {
-		t.Errorf("last close after %v, beyond the %v window", last, window)
-	}
-	if code := node.exitCode(t, 10*time.Second); code != 0 {
+	// Exit 0 says the drain ended within HERALD_SHUTDOWN_TIMEOUT: a
+	// stop past it is cut, and exits 1. The wait only catches a hang.
+	if code := node.exitCode(t, 30*time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGTERM:\n%s", code, node.stderr)
-	}
-	if took := time.Since(sigterm); took > window+3*time.Second {
-		t.Errorf("exited %v after SIGTERM", took)
 	}
 	if !strings.Contains(node.stderr.String(), `"msg":"stopped"`) {
 		t.Errorf("no stopped line:\n%s", node.stderr)
@@ -173,10 +198,13 @@ func TestServe_ShutdownTimeoutIsAHardDeadline(t *testing.T) {
 	if err := node.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := node.exitCode(t, 10*time.Second); code != 1 {
+	// The wait only catches a hang: without the hard deadline the request
+	// would hold the process until the server's 30 s read timeout.
+	if code := node.exitCode(t, 15*time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1:\n%s", code, node.stderr)
 	}
-	if took := time.Since(sigterm); took < time.Second || took > 4*time.Second {
+	// And it was waited for until the deadline, not cut at once.
+	if took := time.Since(sigterm); took < time.Second {
 		t.Errorf("exited %v after SIGTERM with a 1s shutdown timeout", took)
 	}
 	if !strings.Contains(node.stderr.String(), "shutdown cut after") {

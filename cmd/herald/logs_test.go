@@ -144,9 +144,8 @@ func TestLogs_NeverShowSecretsTokensOrPayloads(t *testing.T) {
 // setting; one with its merchant is not.
 func TestLogs_WarnOfAProviderWithoutAMerchant(t *testing.T) {
 	const warning = `"msg":"a provider is enabled without a merchant`
-	p := startNode(t, freeAddr(t), "HERALD_INGRESS_GATEWAY_SECRET=gw")
-	p.waitOutput(t, `"provider":"gateway","set":"HERALD_INGRESS_GATEWAY_MERCHANT"`, 5*time.Second)
-	if out := p.stdout.String() + p.stderr.String(); strings.Count(out, warning) != 1 {
+	out := startupLogs(t, "HERALD_INGRESS_GATEWAY_SECRET=gw")
+	if strings.Count(out, warning) != 1 || !strings.Contains(out, `"provider":"gateway","set":"HERALD_INGRESS_GATEWAY_MERCHANT"`) {
 		t.Errorf("want one warning, for the gateway, not for Kriptomat (which has its merchant):\n%s", out)
 	}
 }
@@ -176,14 +175,34 @@ func TestLogs_WarnOfMaxConnectionsBeyondTheFileLimit(t *testing.T) {
 	warnedOnlyWith(t, "HERALD_MAX_CONNECTIONS leaves fewer than 1024", "HERALD_MAX_CONNECTIONS="+strconv.Itoa(hub.DefaultMaxConns()+1))
 }
 
-// warnedOnlyWith checks that a node started with setting logs warning, and
-// one started with the tests' defaults does not.
+// warnedOnlyWith checks that a node started with setting logs warning
+// once, and one started with the tests' defaults does not.
 func warnedOnlyWith(t *testing.T, warning, setting string) {
 	t.Helper()
-	startNode(t, freeAddr(t), setting).waitOutput(t, warning, 5*time.Second)
-	def := startNode(t, freeAddr(t))
-	time.Sleep(200 * time.Millisecond)
-	if out := def.stdout.String() + def.stderr.String(); strings.Contains(out, warning) {
+	if out := startupLogs(t, setting); strings.Count(out, warning) != 1 {
+		t.Errorf("want one warning %q with %s:\n%s", warning, setting, out)
+	}
+	if out := startupLogs(t); strings.Contains(out, warning) {
 		t.Errorf("warned of without %s:\n%s", setting, out)
 	}
+}
+
+// startupLogs starts a node with the extra settings, stops it with SIGTERM
+// and returns what it wrote. serve writes its startup warnings before it
+// waits for the signal, so they all precede "shutting down": a warning
+// not there was never written.
+func startupLogs(t *testing.T, extra ...string) string {
+	t.Helper()
+	p := startNode(t, freeAddr(t), extra...)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.exitCode(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM:\n%s\n%s", code, p.stdout, p.stderr)
+	}
+	out := p.stdout.String() + p.stderr.String()
+	if !strings.Contains(out, `"msg":"shutting down"`) {
+		t.Fatalf("no shutting down line:\n%s", out)
+	}
+	return out
 }
