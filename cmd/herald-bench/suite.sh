@@ -17,7 +17,8 @@
 # (30s), PERUSER_RATES ("1000": webhooks or publications per second of the
 # peruser scenarios; several run each of them at every rate, to tell what a
 # webhook costs at the margin from what the process costs per second at
-# any load), PORT (18480), REDIS_PORT (18481). BASE_REV, a git revision, adds
+# any load), PORT (18480), REDIS_PORT (18481), LOG_LEVEL (herald's: warn;
+# at info it logs a line per webhook and publication). BASE_REV, a git revision, adds
 # herald as it was there (base-embedded, base-redis) to the same runs, to
 # see what a change bought.
 set -euo pipefail
@@ -32,6 +33,7 @@ IDLE_SETTLE=${IDLE_SETTLE:-60s}
 DURATION=${DURATION:-30s}
 PERUSER_RATES=${PERUSER_RATES:-1000}
 PORT=${PORT:-18480}
+LOG_LEVEL=${LOG_LEVEL:-warn}
 REDIS_PORT=${REDIS_PORT:-18481}
 mkdir -p "$OUT/bin"
 go build -o "$OUT/bin/herald" ./cmd/herald
@@ -105,7 +107,7 @@ start_server() { # NAME
     fi
     [[ $1 == base-* ]] && bin="$OUT/bin/herald-base"
     env "${PROVIDER_ENV[@]}" HERALD_ADDR="127.0.0.1:$PORT" HERALD_REDIS_URL="$redis_url" \
-      HERALD_LOG_LEVEL=warn "$bin" >>"$OUT/herald.log" 2>&1 &
+      HERALD_LOG_LEVEL="$LOG_LEVEL" "$bin" >>"$OUT/herald.log" 2>&1 &
     server_pid=$!
     wait_for "http://127.0.0.1:$PORT/readyz"
     ;;
