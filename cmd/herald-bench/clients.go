@@ -64,7 +64,7 @@ func (d *dialer) dial(ctx context.Context, i int, token string) (*websocket.Conn
 type tally struct {
 	received    atomic.Int64 // pub frames after the subscribe position
 	duplicates  atomic.Int64 // an offset seen before
-	gaps        atomic.Int64 // an offset skipped without a recovered:false frame
+	gaps        atomic.Int64 // offsets skipped without a recovered:false frame
 	reordered   atomic.Int64 // a skipped offset that arrived after later ones
 	misrouted   atomic.Int64 // a publication of another client's channel
 	lossFrames  atomic.Int64 // subscribed frames with recovered:false mid-run
@@ -85,6 +85,8 @@ type client struct {
 	// read loop owns both once started.
 	last    uint64
 	skipped map[uint64]bool
+	// head is how each of its pub frames opens, after pubPrefix.
+	head []byte
 }
 
 // controlFrame is what the harness reads of non-pub frames.
@@ -235,12 +237,16 @@ func (c *client) frame(b []byte, clock time.Time, times sendTimes, t *tally) {
 			// The server announced a loss and where it continues from.
 			t.lossFrames.Add(1)
 			c.epoch, c.last = f.Epoch, f.Offset
+			clear(c.skipped)
 		}
 		return
 	}
 	// Every pub frame opens with its channel: one of another client's is
 	// misrouted, whatever its offset.
-	if !bytes.HasPrefix(b[len(pubPrefix):], []byte(`"channel":"`+c.channel+`"`)) {
+	if c.head == nil {
+		c.head = []byte(`"channel":"` + c.channel + `"`)
+	}
+	if !bytes.HasPrefix(b[len(pubPrefix):], c.head) {
 		t.misrouted.Add(1)
 		return
 	}
@@ -258,20 +264,23 @@ func (c *client) pub(b []byte, clock time.Time, times sendTimes, t *tally) {
 	offset := uint64(off)
 	switch {
 	case offset <= c.last && c.skipped[offset]:
-		// Late, not lost: counted as a gap when skipped, it is now out
-		// of order instead.
+		// Late, not lost: counted as skipped when it was, it is now out
+		// of order instead, and received.
 		delete(c.skipped, offset)
 		t.gaps.Add(-1)
 		t.reordered.Add(1)
+		t.received.Add(1)
 		return
 	case offset <= c.last:
 		t.duplicates.Add(1)
 		return
 	case offset != c.last+1:
-		t.gaps.Add(1)
+		t.gaps.Add(int64(offset - c.last - 1))
 		if c.skipped == nil {
 			c.skipped = map[uint64]bool{}
 		}
+		// A few are remembered, to tell late ones: a gap fails the run
+		// anyway.
 		for o := c.last + 1; o < offset && len(c.skipped) < 1024; o++ {
 			c.skipped[o] = true
 		}

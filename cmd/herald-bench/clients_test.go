@@ -23,8 +23,11 @@ func TestClient_CountsEachDeliveryFault(t *testing.T) {
 		{"in order", [][]byte{pub("user:1", 1), pub("user:1", 2)}, 2, 0, 0, 0, 0},
 		{"duplicate", [][]byte{pub("user:1", 1), pub("user:1", 2), pub("user:1", 2)}, 2, 1, 0, 0, 0},
 		{"skipped", [][]byte{pub("user:1", 1), pub("user:1", 3)}, 2, 0, 1, 0, 0},
-		{"late", [][]byte{pub("user:1", 1), pub("user:1", 3), pub("user:1", 2)}, 2, 0, 0, 1, 0},
-		{"late, then again", [][]byte{pub("user:1", 1), pub("user:1", 3), pub("user:1", 2), pub("user:1", 2)}, 2, 1, 0, 1, 0},
+		{"skipped two", [][]byte{pub("user:1", 1), pub("user:1", 4)}, 2, 0, 2, 0, 0},
+		{"late", [][]byte{pub("user:1", 1), pub("user:1", 3), pub("user:1", 2)}, 3, 0, 0, 1, 0},
+		{"two late", [][]byte{pub("user:1", 1), pub("user:1", 4), pub("user:1", 2), pub("user:1", 3)}, 4, 0, 0, 2, 0},
+		{"one late, one lost", [][]byte{pub("user:1", 1), pub("user:1", 4), pub("user:1", 3)}, 3, 0, 1, 1, 0},
+		{"late, then again", [][]byte{pub("user:1", 1), pub("user:1", 3), pub("user:1", 2), pub("user:1", 2)}, 3, 1, 0, 1, 0},
 		{"another's", [][]byte{pub("user:1", 1), pub("user:12", 2)}, 1, 0, 0, 0, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
