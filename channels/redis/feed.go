@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -45,6 +47,8 @@ type feed struct {
 	failed   bool
 	retrying bool
 	retries  int
+	// gone: the feed was dropped; a retry due finds nothing to do.
+	gone atomic.Bool
 }
 
 // Subscribe implements channels.Broker: it returns once Redis confirmed the
@@ -117,6 +121,7 @@ func (b *Broker) Unsubscribe(_ context.Context, ch string) error {
 
 // drop forgets a feed and unsubscribes from its channel.
 func (b *Broker) drop(f *feed) {
+	f.gone.Store(true)
 	b.mu.Lock()
 	if b.feeds[f.channel] == f {
 		delete(b.feeds, f.channel)
@@ -243,10 +248,11 @@ func (b *Broker) backfill(f *feed) bool {
 	return true
 }
 
-// retryLater has the log re-read again after a failed re-read, 1 s later
-// and twice as long after each failure in a row, up to 30 s, while the
-// feed lasts: on a quiet channel no later publication would show the gap.
-// f.mu is held.
+// retryLater has the log re-read again after a failed re-read, about 1 s
+// later and twice as long after each failure in a row, up to 30 s (each
+// feed at its own moment: they all failed together), while the feed and
+// the broker last: on a quiet channel no later publication would show the
+// gap. f.mu is held.
 func (b *Broker) retryLater(f *feed) {
 	f.failed = true
 	if f.retrying {
@@ -255,22 +261,23 @@ func (b *Broker) retryLater(f *feed) {
 	f.retrying = true
 	delay := min(time.Second<<min(f.retries, 5), 30*time.Second)
 	f.retries++
-	time.AfterFunc(delay, func() {
-		b.mu.Lock()
-		current := !b.closed && b.feeds[f.channel] == f
-		b.mu.Unlock()
+	time.AfterFunc(delay/2+rand.N(delay/2), func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.retrying = false
-		if !current || !f.failed || !f.known {
+		select {
+		case <-b.stop:
+			return
+		default:
+		}
+		if f.gone.Load() || !f.failed {
 			return
 		}
-		// A re-read still due on the next confirmation stays due: a
-		// connection not yet subscribed misses what is published before
-		// it is.
-		resync := f.resync
 		b.backfill(f)
-		f.resync = f.resync || resync
+		// A re-read due on the next confirmation stays due (its caller
+		// set resync with failed): a connection not yet subscribed misses
+		// what is published before it is.
+		f.resync = true
 	})
 }
 
