@@ -171,7 +171,9 @@ func (t *tailer) session(ctx context.Context) (subscribed bool, err error) {
 	for {
 		_, data, err := conn.Read(readCtx)
 		if err != nil {
-			if cause := context.Cause(readCtx); errors.Is(cause, errSilent) {
+			// A close the node sent says more than a ping that failed
+			// with it.
+			if cause := context.Cause(readCtx); errors.Is(cause, errSilent) && websocket.CloseStatus(err) == -1 {
 				return subscribed, cause
 			}
 			return subscribed, closeError(err)
@@ -232,9 +234,13 @@ func (t *tailer) keepAlive(ctx context.Context, conn *websocket.Conn, drop conte
 		pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := conn.Ping(pingCtx)
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 			drop(errSilent)
 			return
+		default:
+			return // the connection ended: the read says how
 		}
 	}
 }
