@@ -78,8 +78,10 @@ type Options struct {
 	// MaxConns bounds the node's websocket connections; more are closed
 	// with 1013, so that a client tries another node. A quarter of them at
 	// most may be awaiting authentication. [the process's file limit less
-	// FilesKept, so that ingress, the API and the broker are never refused
-	// a file descriptor by clients].
+	// FilesKept, so that websocket clients cannot take the file
+	// descriptors ingress, the API and the broker need; connections not
+	// upgraded yet are not counted, and are bounded by the server's header
+	// timeout instead].
 	MaxConns int
 	// FrameRate (per second) and FrameBurst bound the frames one connection
 	// may send; faster closes it with 4029 [50/s, burst 300: enough to

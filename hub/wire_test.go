@@ -201,7 +201,7 @@ func TestWire_ACloseFrameIsWrittenBeforeTheLibraryCloses(t *testing.T) {
 	// Before the client reads, the close frame's Write must be waiting
 	// for the hub's write, so that the Close after it cannot come first. A
 	// Write that returned instead lets Close run: that fails at once.
-	for deadline := time.Now().Add(10 * time.Second); !stacks.Parked("sync.Cond.Wait", "herald/hub.(*wire).Write("); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !stacks.Parked("sync.Cond.Wait", "herald/hub.(*wire).Write("); time.Sleep(10 * time.Millisecond) {
 		select {
 		case err := <-closed:
 			t.Fatalf("the close frame's Write returned (%v) while the hub's write was under way", err)

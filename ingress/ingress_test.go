@@ -257,7 +257,7 @@ func TestStatusesOfOneTransactionDoNotPassEachOther(t *testing.T) {
 	// The success must wait for the pending status's append, on the lock
 	// of their transaction. Were it not held there, it would be answered
 	// while the pending status is still stopped in Publish.
-	for deadline := time.Now().Add(10 * time.Second); !stacks.Parked("sync.Mutex.Lock", "herald/ingress.separately.Append("); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !stacks.Parked("sync.Mutex.Lock", "herald/ingress.separately.Append("); time.Sleep(10 * time.Millisecond) {
 		select {
 		case status := <-answered:
 			t.Fatalf("the success was answered (%d) while the pending status's append was under way", status)

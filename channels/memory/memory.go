@@ -302,17 +302,22 @@ func (b *Broker) sweep() {
 
 func (b *Broker) sweepOnce() {
 	now := b.opts.Now()
+	type named struct {
+		name string
+		l    *log
+	}
 	b.mu.RLock()
-	logs := make(map[string]*log, len(b.chans))
+	logs := make([]named, 0, len(b.chans))
 	for name, l := range b.chans {
-		logs[name] = l
+		logs = append(logs, named{name, l})
 	}
 	b.mu.RUnlock()
 	// One log at a time, and never holding the broker's lock while waiting
 	// for a log's: a log is held through its delivery, which for a large
 	// local fan-out takes a while, and every other channel's lookup would
 	// wait behind it.
-	for name, l := range logs {
+	for _, n := range logs {
+		name, l := n.name, n.l
 		l.mu.Lock()
 		b.expire(l, now)
 		for k, v := range l.keys {

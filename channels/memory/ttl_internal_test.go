@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"herald/channels"
+	"herald/internal/stacks"
 )
 
 // A channel's log holds its idempotency keys, so an idle log outlives
@@ -67,8 +68,12 @@ func TestSweepWaitsForABusyChannelAlone(t *testing.T) {
 	<-h.entered
 	swept := make(chan struct{})
 	go func() { b.sweepOnce(); close(swept) }()
-	// Give the sweep time to reach the busy channel and wait for it.
-	time.Sleep(100 * time.Millisecond)
+	// The sweep reaches the busy channel and waits for it.
+	for deadline := time.Now().Add(10 * time.Second); !stacks.Parked("sync.Mutex.Lock", "memory.(*Broker).sweepOnce("); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep never waited for the busy channel")
+		}
+	}
 
 	published := make(chan error, 1)
 	go func() {

@@ -39,7 +39,7 @@ func applyDev(c *config) {
 	}
 	generate("HERALD_API_KEY", &c.APIKey)
 	for slug, pc := range c.Providers {
-		generate("HERALD_INGRESS_"+envSlug(slug)+"_SECRET", &pc.Secret)
+		generate(providerSecretVar(slug), &pc.Secret)
 		if pc.Merchant == "" {
 			pc.Merchant = devMerchant
 		}
@@ -112,6 +112,9 @@ func alsoGranted(chans []string) string {
 	return ", also " + strings.Join(chans, " ")
 }
 
+// providerSecretVar names a provider's secret: HERALD_INGRESS_<SLUG>_SECRET.
+func providerSecretVar(slug string) string { return "HERALD_INGRESS_" + envSlug(slug) + "_SECRET" }
+
 func randomSecret() string {
 	var b [24]byte
 	_, _ = rand.Read(b[:])
@@ -132,7 +135,11 @@ func printDev(w io.Writer, c *config, addr net.Addr) {
 	}
 	fmt.Fprintf(w, "\nherald --dev is running at %s (embedded broker; nothing survives a restart)\n\n", base)
 	if c.JWTSecret != "" && !c.generated["HERALD_JWT_SECRET"] {
-		fmt.Fprintf(w, "Token:      HERALD_JWT_SECRET is yours, so none is printed: herald token --sub %s --merchant %s mints one\n", devUser, devMerchant)
+		also := ""
+		for _, ch := range devChannels(c) {
+			also += " --channel " + ch
+		}
+		fmt.Fprintf(w, "Token:      HERALD_JWT_SECRET is yours, so none is printed: herald token --sub %s --merchant %s%s mints one\n", devUser, devMerchant, also)
 	} else if c.JWTSecret != "" {
 		claims := devClaims(c, time.Now())
 		token, err := auth.Mint([]byte(c.JWTSecret), claims)
@@ -141,7 +148,7 @@ func printDev(w io.Writer, c *config, addr net.Addr) {
 			fmt.Fprintf(w, "Token (sub=%s, merchant=%s%s, 24h):\n  %s\n", devUser, devMerchant, alsoGranted(claims.Channels), token)
 			fmt.Fprintf(w, "Follow from a terminal:\n  herald tail merchant:%s --url %s --token %s\n", devMerchant, base, token)
 			if k, ok := c.Providers["kriptomat"]; ok {
-				fmt.Fprintf(w, "  herald send kriptomat testdata/kriptomat/deposit.json --url %s --secret %s\n", base, secret("HERALD_INGRESS_KRIPTOMAT_SECRET", k.Secret))
+				fmt.Fprintf(w, "  herald send kriptomat testdata/kriptomat/deposit.json --url %s --secret %s\n", base, secret(providerSecretVar("kriptomat"), k.Secret))
 			}
 		}
 	}
@@ -155,7 +162,7 @@ func printDev(w io.Writer, c *config, addr net.Addr) {
 	for _, slug := range slugs {
 		for _, f := range samples(slug) {
 			fmt.Fprintf(w, "  curl -sS -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' --data-binary @%s %s/ingress/%s\n",
-				secret("HERALD_INGRESS_"+envSlug(slug)+"_SECRET", c.Providers[slug].Secret), f, base, slug)
+				secret(providerSecretVar(slug), c.Providers[slug].Secret), f, base, slug)
 		}
 	}
 	fmt.Fprintf(w, "\nPublish directly:\n  curl -sS -H \"Authorization: Bearer %s\" -d '{\"channel\":\"user:%s\",\"data\":{\"hello\":\"world\"}}' %s/v1/publish\n\n",

@@ -18,8 +18,14 @@ image has no shell or curl.`
 
 func runHealthcheck(ctx context.Context, args []string, env lookupFunc, stdout, stderr io.Writer) int {
 	fs := newFlags("healthcheck", stderr, healthcheckAbout)
-	// Called wrongly is unhealthy too: 1, not usageError's 2.
-	wrong := func(err error) int { return min(usageError(stderr, "healthcheck", err), 1) }
+	// Called wrongly is unhealthy too: 1, not usageError's 2 (but --help
+	// is 0).
+	wrong := func(err error) int {
+		if usageError(stderr, "healthcheck", err) == 0 {
+			return 0
+		}
+		return 1
+	}
 	addr := envString(fs, env, "addr", "HERALD_ADDR", ":8080", "the node's listen address")
 	url := fs.String("url", "", "URL to check instead [http://<addr>/readyz]")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")

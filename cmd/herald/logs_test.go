@@ -166,7 +166,7 @@ func TestLogs_WarnOfADedupWindowShorterThanRetries(t *testing.T) {
 // A drain window that leaves the last client less than its close
 // handshake's 5 s before the shutdown deadline is allowed but said.
 func TestLogs_WarnOfADrainWindowCloseToTheShutdownTimeout(t *testing.T) {
-	warnedOnlyWith(t, "HERALD_SHUTDOWN_TIMEOUT leaves less than 5s after HERALD_DRAIN_WINDOW", "HERALD_DRAIN_WINDOW=27s")
+	warnedOnlyWith(t, "HERALD_SHUTDOWN_TIMEOUT leaves less than 10s after HERALD_DRAIN_WINDOW", "HERALD_DRAIN_WINDOW=27s")
 }
 
 // More connections than the file limit allows beside ingress, the API and

@@ -100,12 +100,12 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if cfg.ShutdownTimeout-cfg.DrainWindow < closeWait {
 		// The last client is closed at the window's end, and one that
 		// does not answer its 4010 is waited for this long.
-		logger.Warn("HERALD_SHUTDOWN_TIMEOUT leaves less than 5s after HERALD_DRAIN_WINDOW: a last client that does not answer its close makes the stop cut (exit 1)",
+		logger.Warn("HERALD_SHUTDOWN_TIMEOUT leaves less than 10s after HERALD_DRAIN_WINDOW: a last client that does not answer its close makes the stop cut (exit 1)",
 			"drain_window", cfg.DrainWindow.String(), "shutdown_timeout", cfg.ShutdownTimeout.String())
 	}
 	if def := hub.DefaultMaxConns(); cfg.MaxConns > def {
-		logger.Warn("HERALD_MAX_CONNECTIONS leaves fewer than 1024 of the file limit to webhooks, the API and the broker: clients can starve them",
-			"max_connections", cfg.MaxConns, "file_limit_less_1024", def)
+		logger.Warn(fmt.Sprintf("HERALD_MAX_CONNECTIONS leaves fewer than %d of the file limit to webhooks, the API and the broker: clients can starve them", hub.FilesKept),
+			"max_connections", cfg.MaxConns, "default", def)
 	}
 	if cfg.Dev {
 		printDev(stdout, cfg, ln.Addr())
@@ -123,9 +123,11 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	return shutdown(logger, cfg, srv, httpSrv)
 }
 
-// closeWait is how long a websocket close waits for the client's answer
+// closeWait is how long a websocket close may take: coder/websocket waits
+// up to 5 s to write the close frame to a client that does not read, and
+// 5 s more for its answer.
 // (coder/websocket's close handshake).
-const closeWait = 5 * time.Second
+const closeWait = 10 * time.Second
 
 // warnMerchantless warns of every provider enabled without a merchant:
 // its webhooks that name neither a user nor a merchant (Kriptomat's master

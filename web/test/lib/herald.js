@@ -71,7 +71,7 @@ export async function startNode(o = {}) {
     HERALD_NODE_ID: o.name || 'web-test',
     HERALD_LOG_FORMAT: 'json',
     HERALD_DRAIN_WINDOW: '1s',
-    HERALD_SHUTDOWN_TIMEOUT: '10s',
+    HERALD_SHUTDOWN_TIMEOUT: '15s',
     ...(o.dev ? {} : {
       HERALD_JWT_SECRET: JWT_SECRET,
       HERALD_API_KEY: API_KEY,
