@@ -269,11 +269,17 @@ func (h *Hub) register(c *client, claims *auth.Claims) websocket.StatusCode {
 // authenticated stops counting c as awaiting authentication.
 func (h *Hub) authenticated(c *client) {
 	h.mu.Lock()
+	h.stopAwaiting(c)
+	h.mu.Unlock()
+}
+
+// stopAwaiting uncounts c from the sessions awaiting authentication, if it
+// was one; h.mu is held.
+func (h *Hub) stopAwaiting(c *client) {
 	if c.unauthenticated {
 		c.unauthenticated = false
 		h.unauthenticated--
 	}
-	h.mu.Unlock()
 }
 
 func (h *Hub) unregister(c *client) {
@@ -282,10 +288,7 @@ func (h *Hub) unregister(c *client) {
 	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
 		delete(h.perIP, c.ip)
 	}
-	if c.unauthenticated {
-		c.unauthenticated = false
-		h.unauthenticated--
-	}
+	h.stopAwaiting(c)
 	h.mu.Unlock()
 	h.opts.Metrics.Disconnected()
 	h.sessions.Done()

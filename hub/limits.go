@@ -22,10 +22,10 @@ func DefaultMaxConns() int {
 	return max(files-FilesKept, files/4, 1)
 }
 
-// addressOf is what the per-address limit counts for a client at a: a
-// itself, or for IPv6 its /64, which one host is commonly given whole.
+// addressOf is what the per-address limit counts for a client at a (as
+// clientip gives it, unmapped): a itself, or for IPv6 its /64, which one
+// host is commonly given whole.
 func addressOf(a netip.Addr) netip.Addr {
-	a = a.Unmap()
 	if !a.Is6() {
 		return a
 	}

@@ -70,6 +70,12 @@ type Deliveries struct {
 	Untimed    int64 `json:"untimed"`
 }
 
+// faults adds up what fails a run: deliveries lost, duplicated, skipped,
+// out of order, or another client's.
+func (d *Deliveries) faults() int64 {
+	return d.Lost + d.Duplicates + d.Gaps + d.Reordered + d.Misrouted
+}
+
 // Resume is the resume scenario's outcome.
 type Resume struct {
 	Missed   int `json:"missed"`
@@ -435,7 +441,7 @@ func (b *bench) account(s *pubStats, want int64, before, after window) error {
 		b.errorSample(errors.New(e))
 	}
 	b.report(before, after, 0, got, s.ok.Load(), 0)
-	if d := b.r.Deliveries; d.Lost > 0 || d.Duplicates > 0 || d.Gaps > 0 || d.Reordered > 0 || d.Misrouted > 0 {
+	if d := b.r.Deliveries; d.faults() > 0 {
 		return fmt.Errorf("deliveries: %d lost, %d duplicated, %d gaps, %d out of order, %d misrouted", d.Lost, d.Duplicates, d.Gaps, d.Reordered, d.Misrouted)
 	}
 	return nil

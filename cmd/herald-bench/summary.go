@@ -48,14 +48,11 @@ var deliveryFigures = []figure{
 	{"p99 ms", fromLatency(func(l *Latency) float64 { return l.P99 })},
 	{"p999 ms", fromLatency(func(l *Latency) float64 { return l.P999 })},
 	{"server cores", fromServer(func(p *Proc) float64 { return p.CPUCores })},
-	// Any of them fails the run: lost, duplicated, skipped, out of order,
-	// or another client's.
 	{"delivery faults", func(r *Result) (float64, bool) {
-		d := r.Deliveries
-		if d == nil {
+		if r.Deliveries == nil {
 			return 0, false
 		}
-		return float64(d.Lost + d.Duplicates + d.Gaps + d.Reordered + d.Misrouted), true
+		return float64(r.Deliveries.faults()), true
 	}},
 }
 

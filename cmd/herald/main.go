@@ -126,7 +126,6 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 // closeWait is how long a websocket close may take: coder/websocket waits
 // up to 5 s to write the close frame to a client that does not read, and
 // 5 s more for its answer.
-// (coder/websocket's close handshake).
 const closeWait = 10 * time.Second
 
 // warnMerchantless warns of every provider enabled without a merchant:

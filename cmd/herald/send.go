@@ -42,7 +42,7 @@ func runSend(ctx context.Context, args []string, env lookupFunc, stdout, stderr 
 	if !ok {
 		return usageError(stderr, "send", fmt.Errorf("unknown provider %q (known: %s)", pos[0], strings.Join(providerSlugs(), ", ")))
 	}
-	variable := "HERALD_INGRESS_" + envSlug(p.Slug) + "_SECRET"
+	variable := providerSecretVar(p.Slug)
 	secret := *secretFlag
 	if secret == "" {
 		secret, _ = env(variable)
