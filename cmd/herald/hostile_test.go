@@ -61,3 +61,49 @@ func TestServe_SlowlorisIsCutOff(t *testing.T) {
 		t.Fatal("slow headers never cut off")
 	}
 }
+
+// TestServe_ConnectionFloodWaitsInTheKernelsQueue: a node holds at most
+// HERALD_MAX_CONNECTIONS plus 512 TCP connections, upgraded or not; one
+// beyond them is served when another ends, never refused and never given
+// a file the node needs for itself.
+func TestServe_ConnectionFloodWaitsInTheKernelsQueue(t *testing.T) {
+	addr := freeAddr(t)
+	startNode(t, addr, "HERALD_MAX_CONNECTIONS=4")
+
+	held := make([]net.Conn, acceptedConns(4))
+	for i := range held {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		defer c.Close()
+		held[i] = c
+	}
+	// The kernel hands connections over in the order they came: the node
+	// takes every held one before this one.
+	late, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if _, err := late.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	_ = late.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := late.Read(buf); err == nil {
+		t.Fatalf("a connection beyond %d was served: %q", len(held), buf[:n])
+	}
+
+	for _, c := range held[:16] {
+		c.Close()
+	}
+	_ = late.SetReadDeadline(time.Now().Add(8 * time.Second))
+	n, err := late.Read(buf)
+	if err != nil {
+		t.Fatalf("the waiting connection was not served once others ended: %v", err)
+	}
+	if got := string(buf[:n]); len(got) < 12 || got[:12] != "HTTP/1.1 200" {
+		t.Fatalf("the waiting connection got %q", got)
+	}
+}

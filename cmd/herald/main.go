@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"herald/auth"
 	"herald/hub"
 	"herald/internal/server"
@@ -76,6 +78,10 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		srv.Close()
 		return err
 	}
+	// Connections not yet upgraded hold files too: bound them all, so that
+	// a flood of TCP connections waits in the kernel's queue instead of
+	// taking the files the broker and the node need.
+	ln = netutil.LimitListener(ln, acceptedConns(cfg.MaxConns))
 	httpSrv := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -121,6 +127,13 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	// A second signal ends the process at once (the default action).
 	signal.Reset(syscall.SIGTERM, syscall.SIGINT)
 	return shutdown(logger, cfg, srv, httpSrv)
+}
+
+// acceptedConns is how many TCP connections a node holds at once: its
+// websocket clients, and half of what FilesKept leaves for webhooks and
+// API calls, and for clients beyond the limit to be told 1013.
+func acceptedConns(maxConns int) int {
+	return maxConns + hub.FilesKept/2
 }
 
 // closeWait is how long a websocket close may take: coder/websocket waits
