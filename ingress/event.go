@@ -68,6 +68,9 @@ type Event struct {
 	// Stale. Empty Txn: the event has no status history.
 	Txn  string `json:"-"`
 	Rank int    `json:"-"`
+
+	// badUser: User is not a channel id, so the event has no user:U.
+	badUser error
 }
 
 // Amount is a sum of money: the provider's own digits and a currency.
@@ -81,7 +84,7 @@ type Amount struct {
 // Channels returns the channels e is appended to, in a stable order.
 func (e *Event) Channels() []string {
 	var out []string
-	if e.User != "" && e.Route != RouteAlertOnly {
+	if e.User != "" && e.badUser == nil && e.Route != RouteAlertOnly {
 		out = append(out, channels.NamespaceUser+":"+e.User)
 	}
 	if e.Merchant != "" {

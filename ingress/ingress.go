@@ -196,9 +196,17 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 		return in.deadLetter(r.Context(), slug, req, err)
 	}
 	targets := ev.Channels()
-	if len(targets) == 0 {
+	switch {
+	case len(targets) == 0 && ev.badUser != nil:
+		return in.deadLetter(r.Context(), slug, req, ev.badUser)
+	case len(targets) == 0:
 		return in.deadLetter(r.Context(), slug, req,
 			Unknown("event names no user and no merchant is configured (set HERALD_INGRESS_%s_MERCHANT)", strings.ToUpper(slug)))
+	case ev.badUser != nil:
+		// No client can subscribe to such a user's channel, but the
+		// merchant's copy is whole: refusing it would lose it too.
+		in.opts.Logger.Warn("ingress event's user is not a channel id; published to the merchant's channels only",
+			"provider", slug, "event", ev.ID, "err", ev.badUser)
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
@@ -322,7 +330,7 @@ func (in *Ingress) complete(ev *Event, slug string, cfg Config, now time.Time) e
 	if ev.User != "" {
 		ev.User = cfg.UserPrefix + ev.User
 		if err := channels.ValidID(ev.User); err != nil {
-			return Malformed("user: %v", err)
+			ev.badUser = Malformed("user: %v", err)
 		}
 	}
 	if ev.Merchant == "" {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -189,6 +191,47 @@ func TestNoRouteIsADeadLetter(t *testing.T) {
 	if status != http.StatusAccepted || !strings.Contains(res["reason"].(string), "HERALD_INGRESS_KRIPTOMAT_MERCHANT") {
 		t.Fatalf("%d %v", status, res)
 	}
+}
+
+// TestUserOutsideTheGrammar: a user id no channel can carry still leaves
+// the merchant its copy; an event meant for that user alone is refused.
+func TestUserOutsideTheGrammar(t *testing.T) {
+	n := start(t, nil)
+	const id = "1867465a-aaed-45e3-b463-282e4f904a83"
+	status, res := n.Post(t, "/ingress/partner", fixtureWithUser(t, "partner/user_status.json", id, "a+b@x.com"), bearer(heraldtest.ProviderSecret))
+	if status != 200 || res["status"] != "published" {
+		t.Fatalf("%d %v", status, res)
+	}
+	pubs := res["publications"].([]any)
+	if len(pubs) != 1 || pubs[0].(map[string]any)["channel"] != "merchant:"+heraldtest.Merchant {
+		t.Fatalf("publications %v, want the merchant's alone", pubs)
+	}
+	status, hist := n.Get(t, "/v1/history?channel=merchant:"+heraldtest.Merchant)
+	if status != 200 {
+		t.Fatalf("history: %d %v", status, hist)
+	}
+	ev := hist["publications"].([]any)[0].(map[string]any)["data"].(map[string]any)
+	if ev["user"] != "a+b@x.com" {
+		t.Fatalf("the merchant's copy names user %v", ev["user"])
+	}
+
+	status, res = n.Post(t, "/ingress/partner", fixtureWithUser(t, "partner/card_3ds_code.json", id, "a+b@x.com"), bearer(heraldtest.ProviderSecret))
+	if status != http.StatusBadRequest || !strings.Contains(res["error"].(string), "user") {
+		t.Fatalf("a one-time code for an unroutable user: %d %v", status, res)
+	}
+}
+
+// fixtureWithUser is a testdata payload with one user id put for another.
+func fixtureWithUser(t *testing.T, name, from, to string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(from)) {
+		t.Fatalf("%s does not name %s", name, from)
+	}
+	return bytes.ReplaceAll(b, []byte(from), []byte(to))
 }
 
 func TestUserPrefix(t *testing.T) {
