@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,6 +80,18 @@ type Amount struct {
 	Currency string `json:"currency,omitempty"`
 	// Approximate is set when the provider says the amount is not final.
 	Approximate bool `json:"approximate,omitempty"`
+}
+
+// encode is e as published. Unlike json.Marshal it leaves < > & as they
+// are (in "raw" as in the rest), where Marshal makes each six bytes.
+func (e *Event) encode() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(e); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // Channels returns the channels e is appended to, in a stable order.

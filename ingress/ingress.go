@@ -208,7 +208,7 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 		in.opts.Logger.Warn("ingress event's user is not a channel id; published to the merchant's channels only",
 			"provider", slug, "event", ev.ID, "err", ev.badUser)
 	}
-	data, err := json.Marshal(ev)
+	data, err := ev.encode()
 	if err != nil {
 		return in.deadLetter(r.Context(), slug, req, fmt.Errorf("encoding event: %w", err))
 	}

@@ -15,7 +15,7 @@ func TestReceivedAt_ReadsWhatTheIngressWrites(t *testing.T) {
 	} {
 		ev := Event{ID: "p:1", Provider: "p", Type: "t", Status: StatusInfo, User: "7", ReceivedAt: FormatTime(at),
 			Details: map[string]any{"received_at": "1970-01-01T00:00:00Z"}, Raw: json.RawMessage(`{"received_at":"x"}`)}
-		data, err := json.Marshal(ev)
+		data, err := ev.encode()
 		if err != nil {
 			t.Fatal(err)
 		}

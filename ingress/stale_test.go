@@ -21,7 +21,7 @@ func TestSequence_MarkEqualsEncodingTheStaleEvent(t *testing.T) {
 			Details: map[string]any{"k": `,"amounts":`}, Raw: json.RawMessage(`{"amounts":1}`), Txn: "t", Rank: 0},
 	}
 	for _, ev := range events {
-		data, err := json.Marshal(&ev)
+		data, err := ev.encode()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -31,7 +31,7 @@ func TestSequence_MarkEqualsEncodingTheStaleEvent(t *testing.T) {
 		}
 		stale := ev
 		stale.Stale, stale.CurrentStatus = true, StatusSucceeded
-		want, _ := json.Marshal(&stale)
+		want, _ := stale.encode()
 		if got := seq.Mark(data, StatusSucceeded); !bytes.Equal(got, want) {
 			t.Errorf("marked\n got %s\nwant %s", got, want)
 		}
