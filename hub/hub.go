@@ -294,6 +294,13 @@ func (h *Hub) unregister(c *client) {
 	h.sessions.Done()
 }
 
+// refuse answers an upgrade request with status and {"error": msg}.
+func refuse(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(marshal(map[string]string{"error": msg}))
+}
+
 // ServeHTTP upgrades GET /ws and starts the session; it does not wait for
 // the session to end (Drain and Close do).
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -301,16 +308,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	draining := h.draining
 	h.mu.RUnlock()
 	if draining {
-		http.Error(w, `{"error":"node shutting down"}`, http.StatusServiceUnavailable)
+		refuse(w, http.StatusServiceUnavailable, "node shutting down")
 		return
 	}
 	var claims *auth.Claims
 	if token, ok := auth.Bearer(r.Header); ok {
 		var err error
 		if claims, err = h.opts.Verifier.Verify(token); err != nil {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write(marshal(map[string]string{"error": err.Error()}))
+			refuse(w, http.StatusUnauthorized, err.Error())
 			return
 		}
 	}

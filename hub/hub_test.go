@@ -594,8 +594,13 @@ func TestDrainCloses4010AndRefusesNewClients(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, resp, err := websocket.Dial(ctx, n.WS(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+	_, resp, err := websocket.Dial(ctx, n.WS(), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("dial while draining: %v %v", err, resp)
+	}
+	var body map[string]string
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" || json.NewDecoder(resp.Body).Decode(&body) != nil || body["error"] != "node shutting down" {
+		t.Fatalf("refused upgrade: %s %v", ct, body)
 	}
 	if status, _ := n.Get(t, "/readyz"); status != http.StatusServiceUnavailable {
 		t.Fatalf("readyz while draining: %d", status)
