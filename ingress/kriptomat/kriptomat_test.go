@@ -150,6 +150,8 @@ func TestParse_Refusals(t *testing.T) {
 		"kyc without status":  {`{"user_id":1,"status":{"reviewResult":{}}}`, ingress.ErrMalformed},
 		"kyc unknown answer":  {`{"user_id":1,"status":{"reviewStatus":"completed","reviewResult":{"reviewAnswer":"AMBER"}}}`, ingress.ErrUnknownEvent},
 		"data after the JSON": {`{"error":"x"} {}`, ingress.ErrMalformed},
+		"pair too short":      {`{"id":1,"type":"BUY","state":"SUCCESS","pair":"eur","amount":1}`, ingress.ErrMalformed},
+		"pair without a base": {`{"id":1,"type":"BUY","state":"SUCCESS","pair":"-eur","amount":1}`, ingress.ErrMalformed},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -158,6 +160,23 @@ func TestParse_Refusals(t *testing.T) {
 				t.Fatalf("got %+v, %v; want %v", ev, err, tc.want)
 			}
 		})
+	}
+}
+
+// A pair is split at a separator when it has one, else before the last
+// three letters (the seed's "btceur").
+func TestPairs(t *testing.T) {
+	for pair, want := range map[string]string{
+		"btceur": "BTC EUR", "usdceur": "USDC EUR", "BTC-EUR": "BTC EUR", "btc_eur": "BTC EUR", "USDC/EUR": "USDC EUR",
+	} {
+		body := `{"id":1,"type":"BUY","state":"SUCCESS","pair":"` + pair + `","amount":"1.50","price":"2.00"}`
+		ev, err := kriptomat.Parse(&ingress.Request{Body: []byte(body)})
+		if err != nil {
+			t.Fatalf("%s: %v", pair, err)
+		}
+		if got := ev.Amounts["amount"].Currency + " " + ev.Amounts["price"].Currency; got != want {
+			t.Errorf("%s: amount and price in %s, want %s", pair, got, want)
+		}
 	}
 }
 
