@@ -175,6 +175,36 @@ func TestLogs_WarnOfMaxConnectionsBeyondTheFileLimit(t *testing.T) {
 	warnedOnlyWith(t, "HERALD_MAX_CONNECTIONS leaves fewer than 1024", "HERALD_MAX_CONNECTIONS="+strconv.Itoa(hub.DefaultMaxConns()+1))
 }
 
+// A load balancer left out of HERALD_TRUSTED_PROXIES makes all its clients
+// one address: the first request that shows it (X-Forwarded-For from an
+// untrusted peer) is warned of, once; one trusted is not.
+func TestLogs_WarnOfAnUntrustedForwarder(t *testing.T) {
+	const warning = "X-Forwarded-For from an address not in HERALD_TRUSTED_PROXIES"
+	for _, tc := range []struct {
+		trusted []string
+		want    int
+	}{{nil, 1}, {[]string{"HERALD_TRUSTED_PROXIES=127.0.0.0/8"}, 0}} {
+		addr := freeAddr(t)
+		p := startNode(t, addr, tc.trusted...)
+		for range 3 { // a webhook looks for its client's address
+			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/ingress/kriptomat", nil)
+			req.Header.Set("X-Forwarded-For", "198.51.100.9")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		p.exitCode(t, 30*time.Second)
+		if out := p.stdout.String() + p.stderr.String(); strings.Count(out, warning) != tc.want {
+			t.Errorf("with %v: want %d warnings:\n%s", tc.trusted, tc.want, out)
+		}
+	}
+}
+
 // warnedOnlyWith checks that a node started with setting logs warning
 // once, and one started with the tests' defaults does not.
 func warnedOnlyWith(t *testing.T, warning, setting string) {

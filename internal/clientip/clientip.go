@@ -17,6 +17,10 @@ import (
 type Resolver struct {
 	// Trusted lists the proxies whose X-Forwarded-For is believed.
 	Trusted []netip.Prefix
+	// Untrusted, when set, is told of a peer that sent X-Forwarded-For
+	// but is not trusted: most often a load balancer left out of Trusted,
+	// which makes all its clients one address.
+	Untrusted func(peer netip.Addr)
 }
 
 // Of returns the client address of r, or the zero Addr when it cannot be
@@ -24,6 +28,9 @@ type Resolver struct {
 func (res Resolver) Of(r *http.Request) netip.Addr {
 	addr := remote(r.RemoteAddr)
 	if !res.trusted(addr) {
+		if res.Untrusted != nil && len(r.Header.Values("X-Forwarded-For")) > 0 {
+			res.Untrusted(addr)
+		}
 		return addr
 	}
 	// Walk X-Forwarded-For from the nearest hop back: the first address

@@ -40,3 +40,23 @@ func TestOf(t *testing.T) {
 		}
 	}
 }
+
+// A peer outside Trusted that sends X-Forwarded-For is reported (a load
+// balancer left out of the list); a trusted one, or a plain client, is not.
+func TestOf_ReportsAnUntrustedForwarder(t *testing.T) {
+	var told []string
+	res := clientip.Resolver{
+		Trusted:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+		Untrusted: func(peer netip.Addr) { told = append(told, peer.String()) },
+	}
+	for _, r := range []*http.Request{
+		{RemoteAddr: "203.0.113.7:5000", Header: http.Header{}},
+		{RemoteAddr: "10.0.0.2:5000", Header: http.Header{"X-Forwarded-For": {"198.51.100.9"}}},
+		{RemoteAddr: "192.0.2.1:5000", Header: http.Header{"X-Forwarded-For": {"198.51.100.9"}}},
+	} {
+		res.Of(r)
+	}
+	if len(told) != 1 || told[0] != "192.0.2.1" {
+		t.Fatalf("told of %v, want [192.0.2.1]", told)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -96,7 +97,8 @@ func New(cfg Config) (*Server, error) {
 	broker = metrics.InstrumentBroker(broker, m.Broker)
 	hubOpts := cfg.Hub
 	hubOpts.Metrics = m.Hub
-	hubOpts.ClientIP = clientip.Resolver{Trusted: cfg.TrustedProxies}
+	clients := clientip.Resolver{Trusted: cfg.TrustedProxies, Untrusted: warnUntrustedProxy(cfg.Logger)}
+	hubOpts.ClientIP = clients
 	hubOpts.Node, hubOpts.Broker, hubOpts.Verifier, hubOpts.Logger = cfg.Node, broker, verifier, cfg.Logger
 	h, err := hub.New(hubOpts)
 	if err != nil {
@@ -118,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 		dead = engine.deadLetters
 	}
 	in, err := ingress.New(ingress.Options{
-		ClientIP:    clientip.Resolver{Trusted: cfg.TrustedProxies},
+		ClientIP:    clients,
 		Broker:      broker,
 		Providers:   enabled,
 		DeadLetters: dead,
@@ -149,6 +151,18 @@ func providerSlugs() []string {
 		out = append(out, p.Slug)
 	}
 	return out
+}
+
+// warnUntrustedProxy warns, once per node, of the first request that came
+// with X-Forwarded-For from an address HERALD_TRUSTED_PROXIES leaves out.
+func warnUntrustedProxy(logger *slog.Logger) func(netip.Addr) {
+	var once sync.Once
+	return func(peer netip.Addr) {
+		once.Do(func() {
+			logger.Warn("a request came with X-Forwarded-For from an address not in HERALD_TRUSTED_PROXIES: if it is a load balancer, every client behind it counts as its one address for HERALD_MAX_CONNECTIONS_PER_IP and the providers' _ALLOW lists",
+				"peer", peer.String())
+		})
+	}
 }
 
 func known(slug string) bool {
