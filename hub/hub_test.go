@@ -509,6 +509,11 @@ func TestRefresh_Refusals(t *testing.T) {
 			t.Fatalf("refresh with %q: %v", tok, f)
 		}
 	}
+	// No token at all is the client's mistake, not a refusal.
+	c.Send(map[string]any{"type": "refresh"})
+	if f := c.Expect("error"); f.String("code") != "bad_request" {
+		t.Fatalf("refresh without a token: %v", f)
+	}
 	// A token that no longer grants the merchant drops that subscription.
 	c.Send(map[string]any{"type": "refresh", "token": heraldtest.Token(t, "42", "")})
 	c.Expect("refreshed")

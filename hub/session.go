@@ -218,6 +218,10 @@ func (c *client) handle(f frame) {
 }
 
 func (c *client) refresh(f frame) {
+	if f.Token == "" {
+		c.replyError(f.ID, badRequest(`refresh needs a "token"`))
+		return
+	}
 	claims, err := c.hub.opts.Verifier.Verify(f.Token)
 	if err != nil {
 		c.replyError(f.ID, &requestError{codeForbidden, err.Error()})
