@@ -73,6 +73,9 @@ type Enabled struct {
 // Ingress is the http.Handler for POST /ingress/<provider>.
 type Ingress struct {
 	opts Options
+	// otherMerchant: providers already warned of naming a merchant other
+	// than the one configured for them.
+	otherMerchant sync.Map
 }
 
 // New returns an Ingress.
@@ -337,6 +340,13 @@ func (in *Ingress) complete(ev *Event, slug string, cfg Config, now time.Time) e
 		ev.Merchant = cfg.Merchant
 	} else if err := channels.ValidID(ev.Merchant); err != nil {
 		return Malformed("merchant: %v", err)
+	} else if cfg.Merchant != "" && ev.Merchant != cfg.Merchant {
+		if _, warned := in.otherMerchant.LoadOrStore(slug, true); !warned {
+			// One account's events would be split over two channels:
+			// those that name a merchant, and those that do not.
+			in.opts.Logger.Warn("a provider's payload names a merchant other than its HERALD_INGRESS_<SLUG>_MERCHANT: its events go to merchant:<named> and those naming none to the configured one",
+				"provider", slug, "named", ev.Merchant, "configured", cfg.Merchant)
+		}
 	}
 	if ev.Amounts == nil {
 		ev.Amounts = map[string]Amount{}

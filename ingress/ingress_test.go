@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -218,6 +219,26 @@ func TestUserOutsideTheGrammar(t *testing.T) {
 	status, res = n.Post(t, "/ingress/partner", fixtureWithUser(t, "partner/card_3ds_code.json", id, "a+b@x.com"), bearer(heraldtest.ProviderSecret))
 	if status != http.StatusBadRequest || !strings.Contains(res["error"].(string), "user") {
 		t.Fatalf("a one-time code for an unroutable user: %d %v", status, res)
+	}
+}
+
+// A payload naming a merchant other than the provider's configured one
+// splits the account's events over two channels: said once per provider.
+func TestOtherMerchantIsWarnedOfOnce(t *testing.T) {
+	var logs heraldtest.Buffer
+	n := start(t, func(c *server.Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	for _, f := range []string{"exchange_done", "exchange_failed", "fiat_withdraw_done"} {
+		b, err := os.ReadFile(filepath.Join("..", "testdata", "0xpay", f+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status, res := n.Ingress(t, "0xpay", b); status != 200 {
+			t.Fatalf("%s: %d %v", f, status, res)
+		}
+	}
+	const warning = "names a merchant other than its HERALD_INGRESS_<SLUG>_MERCHANT"
+	if out := logs.String(); strings.Count(out, warning) != 1 || !strings.Contains(out, `"configured":"acme"`) {
+		t.Fatalf("want one warning:\n%s", out)
 	}
 }
 
