@@ -54,7 +54,7 @@ func (u *upgrader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if tc, ok := conn.(*net.TCPConn); ok {
+	if tc, ok := conn.(interface{ SetWriteBuffer(int) error }); ok {
 		// Left alone, the kernel grows the send buffer of a client that
 		// reads slowly to megabytes (tcp_wmem): memory beyond the send
 		// queue that is meant to bound what waits for one client, and a

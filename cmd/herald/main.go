@@ -20,8 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/net/netutil"
-
 	"herald/auth"
 	"herald/hub"
 	"herald/internal/server"
@@ -81,7 +79,7 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	// Connections not yet upgraded hold files too: bound them all, so that
 	// a flood of TCP connections waits in the kernel's queue instead of
 	// taking the files the broker and the node need.
-	ln = netutil.LimitListener(ln, acceptedConns(cfg.MaxConns))
+	ln = newLimitListener(ln.(*net.TCPListener), acceptedConns(cfg.MaxConns))
 	httpSrv := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
