@@ -31,6 +31,9 @@ func TestEveryWebhookRoutes(t *testing.T) {
 	}{
 		{"user_status", "user.status", "approved", []string{"user:" + alice, m}},
 		{"user_status_active", "user.status", "approved", []string{"user:" + bob, m}},
+		{"user_status_extended", "user.status", "approved", []string{"user:" + bob, m}},
+		{"user_status_unknown_balance_status", "user.status", "approved", []string{"user:" + bob, m}},
+		{"user_status_unnamed_balance", "user.status", "approved", []string{"user:" + alice, m}},
 		{"kyc_file_added", "kyc_file.added", "info", []string{"user:" + alice, m}},
 		{"poa_verification", "poa.verification", "approved", []string{"user:" + alice, m}},
 		{"kyc_verification", "kyc.verification", "rejected", []string{"user:" + bob, m}},
@@ -91,6 +94,120 @@ func TestUserStatus_SeedPayload(t *testing.T) {
 		if !strings.Contains(string(b), s) {
 			t.Errorf("details lack %s: %s", s, b)
 		}
+	}
+}
+
+// userStatus builds a user status webhook whose balances are given as
+// JSON arrays.
+func userStatus(fiat, crypto string) []byte {
+	return []byte(`{"externalUserId":"` + alice + `","balances":{"fiatBalances":` + fiat + `,"cryptoBalances":` + crypto + `}}`)
+}
+
+// Balances may carry different statuses: the user's is the highest ranked,
+// wherever it is.
+func TestUserStatus_HighestBalanceStatus(t *testing.T) {
+	const (
+		eurActive   = `{"name":"eur","amount":"0.00","status":"ACTIVE"}`
+		eurExtended = `{"name":"eur","amount":"0.00","status":"ACTIVE_EXTENDED"}`
+		btcActive   = `{"name":"btc","amount":"0.00000000","status":"ACTIVE"}`
+		btcExtended = `{"name":"btc","amount":"0.00000000","status":"ACTIVE_EXTENDED"}`
+		usdcActive  = `{"name":"usdc","amount":"0.000000","status":"ACTIVE"}`
+		ltc         = `{"name":"ltc","amount":"0.00000000"}`
+	)
+	for name, body := range map[string][]byte{
+		"fiat active, crypto extended": userStatus(`[`+eurActive+`]`, `[`+btcExtended+`]`),
+		"fiat extended, crypto active": userStatus(`[`+eurExtended+`]`, `[`+btcActive+`]`),
+		"extended after active":        userStatus(`[]`, `[`+ltc+`,`+usdcActive+`,`+btcExtended+`]`),
+		"extended before active":       userStatus(`[]`, `[`+btcExtended+`,`+ltc+`,`+usdcActive+`]`),
+		"lower case":                   userStatus(`[`+eurActive+`]`, `[`+strings.Replace(btcExtended, "ACTIVE_EXTENDED", "active_extended", 1)+`]`),
+	} {
+		ev, err := partner.Parse(&ingress.Request{Body: body})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if ev.Details["user_status"] != "ACTIVE_EXTENDED" || ev.Details["cards_enabled"] != true || ev.Rank != 2 {
+			t.Errorf("%s: %v, rank %d", name, ev.Details, ev.Rank)
+		}
+	}
+	ev, err := partner.Parse(&ingress.Request{Body: userStatus(`[`+eurActive+`]`, `[`+btcActive+`]`)})
+	if err != nil || ev.Details["user_status"] != "ACTIVE" || ev.Details["cards_enabled"] != false || ev.Rank != 1 {
+		t.Fatalf("all active: %v %v", ev, err)
+	}
+}
+
+// A balance status herald does not know does not lose the activation the
+// others carry: the event is published with the known status, and the
+// unknown one stays on its balance.
+func TestUserStatus_UnknownBalanceStatusBesideAKnownOne(t *testing.T) {
+	for name, tc := range map[string]struct {
+		body []byte
+		want string
+	}{
+		"unknown first": {userStatus(`[{"name":"eur","amount":"0.00","status":"PENDING"}]`, `[{"name":"btc","amount":"0","status":"ACTIVE"}]`), "ACTIVE"},
+		"unknown last":  {userStatus(`[{"name":"eur","amount":"0.00","status":"ACTIVE_EXTENDED"}]`, `[{"name":"btc","amount":"0","status":"PENDING"}]`), "ACTIVE_EXTENDED"},
+	} {
+		ev, err := partner.Parse(&ingress.Request{Body: tc.body})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if ev.Details["user_status"] != tc.want {
+			t.Errorf("%s: user_status %v, want %s", name, ev.Details["user_status"], tc.want)
+		}
+		b, _ := json.Marshal(ev.Details["balances"])
+		if !strings.Contains(string(b), `"status":"PENDING"`) {
+			t.Errorf("%s: the unknown status is lost: %s", name, b)
+		}
+	}
+	n := heraldtest.Start(t, heraldtest.Config())
+	body := userStatus(`[{"name":"eur","amount":"0.00","status":"ACTIVE"}]`, `[{"name":"btc","amount":"0","status":"PENDING"}]`)
+	if code, res := n.Ingress(t, partner.Slug, body); code != http.StatusOK || res["status"] != "published" {
+		t.Fatalf("%d %v", code, res)
+	}
+}
+
+// A balance whose name cannot key an amount (missing, or not a currency
+// name) is kept with its balances' details; the others' amounts are the
+// provider's digits as before, and the activation is published.
+func TestUserStatus_BadlyNamedBalanceIsKept(t *testing.T) {
+	body := userStatus(`[{"id":"f1","name":"eur","amount":"12.50","status":"ACTIVE_EXTENDED"}]`,
+		`[{"id":"c1","name":"usdt-trc20","amount":"7.000000","wallet":"TXYZ"},`+
+			`{"id":"c2","amount":0.00012300},`+
+			`{"id":"c3","name":"btc","amount":0.00012300}]`)
+	ev, err := partner.Parse(&ingress.Request{Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Details["user_status"] != "ACTIVE_EXTENDED" {
+		t.Errorf("user_status %v", ev.Details["user_status"])
+	}
+	want := ingress.Amounts{
+		"balance_eur": {Value: "12.50", Currency: "EUR"},
+		"balance_btc": {Value: "0.00012300", Currency: "BTC"},
+	}
+	if len(ev.Amounts) != len(want) {
+		t.Errorf("amounts %v, want %v", ev.Amounts, want)
+	}
+	for k, am := range want {
+		if ev.Amounts[k] != am {
+			t.Errorf("%s = %+v, want %+v", k, ev.Amounts[k], am)
+		}
+	}
+	list := ev.Details["balances"].([]any)
+	if len(list) != 4 {
+		t.Fatalf("%d balances: %v", len(list), list)
+	}
+	b, _ := json.Marshal(list)
+	for _, s := range []string{
+		`{"amount":"7.000000","id":"c1","name":"usdt-trc20","type":"crypto","wallet":"TXYZ"}`,
+		`{"amount":"0.00012300","id":"c2","type":"crypto"}`,
+	} {
+		if !strings.Contains(string(b), s) {
+			t.Errorf("balances lack %s: %s", s, b)
+		}
+	}
+	n := heraldtest.Start(t, heraldtest.Config())
+	if code, res := n.Ingress(t, partner.Slug, body); code != http.StatusOK || res["status"] != "published" {
+		t.Fatalf("%d %v", code, res)
 	}
 }
 
@@ -267,6 +384,9 @@ func TestParse_Refusals(t *testing.T) {
 		"unrecognised shape":  `{"hello":"world"}`,
 		"unknown status":      `{"event_type":"exchange.status_changed","data":{"id":"1","status":"LIMBO"}}`,
 		"unknown user status": `{"externalUserId":"u","status":"SUSPENDED"}`,
+		// No balance says a status herald knows: as an unknown user status.
+		"unknown balance statuses": `{"externalUserId":"u","balances":{"fiatBalances":[{"name":"eur","amount":"1","status":"PENDING"}],` +
+			`"cryptoBalances":[{"name":"btc","amount":"0","status":"FROZEN"}]}}`,
 	})
 	heraldtest.CheckRefusals(t, partner.Parse, ingress.ErrMalformed, map[string]string{
 		"no status":            `{"event_type":"exchange.status_changed","data":{"id":"1"}}`,
@@ -275,7 +395,8 @@ func TestParse_Refusals(t *testing.T) {
 		"amount as word":       `{"event_type":"exchange.status_changed","data":{"id":"1","status":"COMPLETED","toAmount":"lots"}}`,
 		"kyc without user":     `{"event_type":"kyc.status_changed","data":{"status":"APPROVED"}}`,
 		"balances not array":   `{"externalUserId":"u","balances":{"fiatBalances":{}}}`,
-		"balance without name": `{"externalUserId":"u","balances":{"fiatBalances":[{"amount":"1"}]}}`,
+		"balance not object":   `{"externalUserId":"u","balances":{"fiatBalances":["eur"]}}`,
+		"nameless, bad amount": `{"externalUserId":"u","balances":{"fiatBalances":[{"amount":"lots"}]}}`,
 		"bad date":             `{"event_type":"wallet.created","data":{"id":"w","createdAt":"today"}}`,
 		"not JSON":             `{"event_type":`,
 	})
