@@ -204,7 +204,7 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 		return in.deadLetter(r.Context(), slug, req, ev.badUser)
 	case len(targets) == 0:
 		return in.deadLetter(r.Context(), slug, req,
-			Unknown("event names no user and no merchant is configured (set HERALD_INGRESS_%s_MERCHANT)", strings.ToUpper(slug)))
+			fmt.Errorf("%w: event names no user and no merchant is configured (set HERALD_INGRESS_%s_MERCHANT)", errNoRoute, strings.ToUpper(slug)))
 	case ev.badUser != nil:
 		// No client can subscribe to such a user's channel, but the
 		// merchant's copy is whole: refusing it would lose it too.
@@ -380,13 +380,19 @@ func answer(id string, targets []string, results []channels.PublishResult) outco
 	return outcome{status: http.StatusOK, label: res.Status, body: res, event: id}
 }
 
+// errNoRoute: a known event with no channel to go to, for want of
+// configuration (a provider's merchant), not for anything in the payload.
+var errNoRoute = errors.New("no channel")
+
 // deadLetter keeps a request that could not become an event and answers
 // the provider: 202 for an unknown event, 400 for a malformed one, and 500
 // when the fault is herald's (an adapter that broke its contract), so that
 // the provider retries once it is mended.
 func (in *Ingress) deadLetter(ctx context.Context, slug string, req *Request, err error) outcome {
 	status, label, reason := http.StatusBadRequest, "malformed", "malformed"
-	if errors.Is(err, ErrUnknownEvent) {
+	if errors.Is(err, errNoRoute) {
+		status, label, reason = http.StatusAccepted, "dead_letter", "no_route"
+	} else if errors.Is(err, ErrUnknownEvent) {
 		status, label, reason = http.StatusAccepted, "dead_letter", "unknown_event"
 	} else if !errors.Is(err, ErrMalformed) {
 		in.opts.Logger.Error("ingress adapter failed", "provider", slug, "err", err)

@@ -28,7 +28,7 @@ func newIngress(reg prometheus.Registerer, providers []string) *Ingress {
 		}, []string{"provider"}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_dead_letters_total",
-			Help: "Webhooks kept for operators instead of published, by provider and reason (unknown_event, malformed).",
+			Help: "Webhooks kept for operators instead of published, by provider and reason (unknown_event, no_route, malformed, internal).",
 		}, []string{"provider", "reason"}),
 	}
 	for _, p := range providers {
@@ -61,8 +61,9 @@ func (m *Ingress) Request(provider, outcome string, d time.Duration) {
 }
 
 // DeadLetter counts a webhook kept as a dead letter, for a reason:
-// unknown_event (answered 202), malformed (400) or internal (herald's own
-// fault, 500).
+// unknown_event or no_route (a known event with no channel configured;
+// both answered 202), malformed (400) or internal (herald's own fault,
+// 500).
 func (m *Ingress) DeadLetter(provider, reason string) {
 	if m == nil {
 		return
