@@ -137,10 +137,10 @@ type outcome struct {
 	event  string
 }
 
-// ServeHTTP handles POST /ingress/<provider>.
+// ServeHTTP handles POST /ingress/<provider>, and any path below it.
 func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	slug := strings.TrimPrefix(r.URL.Path, "/ingress/")
+	slug, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/ingress/"), "/")
 	o := in.serve(w, r, slug)
 	writeJSON(w, o.status, o.body)
 	elapsed := time.Since(start)

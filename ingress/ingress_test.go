@@ -91,6 +91,22 @@ func TestOutcomes(t *testing.T) {
 	}
 }
 
+// P100 posts each webhook to its own path below the URL it is given: a
+// path below /ingress/<provider> is that provider's.
+func TestPathsBelowTheProvider(t *testing.T) {
+	n := start(t, nil)
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "partner", "user_status.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, res := n.Post(t, "/ingress/partner/webhook/user/status", b, bearer(heraldtest.ProviderSecret)); status != 200 || res["status"] != "published" {
+		t.Fatalf("below /ingress/partner: %d %v", status, res)
+	}
+	if status, res := n.Post(t, "/ingress/nobody/webhook", b, bearer(heraldtest.ProviderSecret)); status != http.StatusNotFound {
+		t.Fatalf("below an unknown provider: %d %v", status, res)
+	}
+}
+
 func TestBodyLimit(t *testing.T) {
 	n := start(t, nil)
 	body := `{"error":"Balance low, BTC balance below 1.00"}`

@@ -176,7 +176,9 @@ func known(slug string) bool {
 
 func (s *Server) routes() {
 	s.mux.Handle("GET /ws", s.hub)
-	s.mux.Handle("POST /ingress/{provider}", s.ingress)
+	// A provider may post below the URL it was given (P100 appends its
+	// webhook's path: …/ingress/partner/webhook/user/status).
+	s.mux.Handle("POST /ingress/{provider...}", s.ingress)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
