@@ -70,8 +70,14 @@ type Event struct {
 	Txn  string `json:"-"`
 	Rank int    `json:"-"`
 
-	// badUser: User is not a channel id, so the event has no user:U.
-	badUser error
+	// Counterparty is a second user the event is also about (the receiver
+	// of a transfer the user sent): user:Counterparty gets it too, on the
+	// default routes.
+	Counterparty string `json:"-"`
+
+	// badUser: User is not a channel id, so the event has no user:U;
+	// badCounterparty the same for Counterparty.
+	badUser, badCounterparty error
 }
 
 // Amount is a sum of money: the provider's own digits and a currency.
@@ -99,6 +105,10 @@ func (e *Event) Channels() []string {
 	var out []string
 	if e.User != "" && e.badUser == nil && e.Route != RouteAlertOnly {
 		out = append(out, channels.NamespaceUser+":"+e.User)
+	}
+	if e.Counterparty != "" && e.badCounterparty == nil && e.Counterparty != e.User &&
+		(e.Route == RouteDefault || e.Route == RouteWithAlert) {
+		out = append(out, channels.NamespaceUser+":"+e.Counterparty)
 	}
 	if e.Merchant != "" {
 		switch e.Route {

@@ -336,6 +336,14 @@ func (in *Ingress) complete(ev *Event, slug string, cfg Config, now time.Time) e
 			ev.badUser = Malformed("user: %v", err)
 		}
 	}
+	if ev.Counterparty != "" {
+		ev.Counterparty = cfg.UserPrefix + ev.Counterparty
+		if err := channels.ValidID(ev.Counterparty); err != nil {
+			ev.badCounterparty = Malformed("counterparty: %v", err)
+			in.opts.Logger.Warn("ingress event's counterparty is not a channel id; not published to that user",
+				"provider", slug, "event", ev.ID, "err", ev.badCounterparty)
+		}
+	}
 	if ev.Merchant == "" {
 		ev.Merchant = cfg.Merchant
 	} else if err := channels.ValidID(ev.Merchant); err != nil {

@@ -23,8 +23,10 @@ type hook struct {
 	txn    string
 	byUser bool
 	// userKey names the user [externalUserId]; needUser: the event is
-	// refused without one.
+	// refused without one. otherKey names a second user the event goes
+	// to as well (a transfer's receiver).
 	userKey  string
+	otherKey string
 	needUser bool
 	route    ingress.Route
 	sums     []sum
@@ -80,7 +82,7 @@ var hooks = map[string]hook{
 	"kyc.status_changed": {typ: "kyc.verification", states: verification, txn: "kyc", byUser: true, needUser: true},
 	"wallet.created":     {typ: "wallet.created", status: ingress.StatusSucceeded, ids: []string{"walletId", "id"}},
 	"p2p_transfer.status_changed": {typ: "transfer.p2p", states: transaction, ids: []string{"transferId", "id"},
-		txn: "p2p_transfer", userKey: "senderExternalUserId", sums: amountAndFee},
+		txn: "p2p_transfer", userKey: "senderExternalUserId", otherKey: "receiverExternalUserId", sums: amountAndFee},
 	"sepa_transfer.status_changed": {typ: "transfer.sepa", states: transaction, ids: []string{"id"},
 		txn: "sepa_transfer", sums: amountAndFee},
 	"sepa_deposit.status_changed": {typ: "deposit.sepa", states: transaction, ids: []string{"depositId", "id"},
@@ -118,6 +120,11 @@ func (h hook) parse(p ingress.Object, r *ingress.Request) (*ingress.Event, error
 	}
 	if ev.User == "" && h.needUser {
 		return nil, ingress.Malformed("%s: missing", userKey)
+	}
+	if h.otherKey != "" {
+		if ev.Counterparty, err = p.ID(h.otherKey); err != nil {
+			return nil, err
+		}
 	}
 	id, err := firstID(p, h.ids)
 	if err != nil {

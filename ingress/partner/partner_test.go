@@ -38,7 +38,7 @@ func TestEveryWebhookRoutes(t *testing.T) {
 		{"poa_verification", "poa.verification", "approved", []string{"user:" + alice, m}},
 		{"kyc_verification", "kyc.verification", "rejected", []string{"user:" + bob, m}},
 		{"wallet_created", "wallet.created", "succeeded", []string{m}},
-		{"p2p_transfer", "transfer.p2p", "succeeded", []string{"user:" + alice, m}},
+		{"p2p_transfer", "transfer.p2p", "succeeded", []string{"user:" + alice, "user:" + bob, m}},
 		{"sepa_transfer", "transfer.sepa", "succeeded", []string{m}},
 		{"sepa_transfer_failed", "transfer.sepa", "failed", []string{m}},
 		{"sepa_deposit", "deposit.sepa", "succeeded", []string{"user:" + alice, m}},
