@@ -24,6 +24,8 @@ let reconnected = false; // the current connection is a reconnect
 let identity = null;
 /** @type {Map<string, import('./herald').Position>} where a new token for the same identity resumes each channel */
 let resumeFrom = new Map();
+/** @type {string[]} the channels the current token grants */
+let granted = [];
 let gapSinceConnect = false;
 
 /**
@@ -175,10 +177,23 @@ function addEvent(data, meta) {
   });
 
   rows.prepend(tr, detail);
-  while (rows.children.length > MAX_ROWS * 2) rows.lastElementChild?.remove();
+  trim();
   counts.events++;
   showCounts();
   $('empty').hidden = true;
+}
+
+/**
+ * Drops the oldest rows beyond MAX_ROWS events. An event is two rows, itself
+ * and its hidden raw row, and a gap one: an event's pair goes as a whole,
+ * or the raw row of the oldest one left would be missing.
+ */
+function trim() {
+  while (rows.children.length > MAX_ROWS * 2) {
+    const last = rows.lastElementChild;
+    if (last?.classList.contains('raw')) last.previousElementSibling?.remove();
+    last?.remove();
+  }
 }
 
 /**
@@ -200,6 +215,7 @@ function addGap(g) {
   td.colSpan = 8;
   tr.append(td);
   rows.prepend(tr);
+  trim();
   status('gap', 'gap');
   log(`gap on ${g.channel}: ${g.reason}; continuing after offset ${g.offset}`);
 }
@@ -284,12 +300,15 @@ function stop() {
 function start(token) {
   const claims = decodeToken(token);
   // A new token for the same identity (the last one expired, say)
-  // resumes each channel where the table stands, with nothing missed.
+  // resumes each channel where the table stands, with nothing missed:
+  // every channel whose rows the table shows, also one switched off (or
+  // revoked) since, which the new token opens again.
   const same = !!client && !!claims && !!identity && claims.sub === identity.sub && (claims.merchant || '') === identity.merchant;
+  const previous = resumeFrom;
   resumeFrom = new Map();
   if (same && client) {
-    for (const ch of subscriptions.keys()) {
-      const pos = client.position(ch);
+    for (const ch of new Set([...granted, ...previous.keys()])) {
+      const pos = client.position(ch) || previous.get(ch);
       if (pos) resumeFrom.set(ch, pos);
     }
   }
@@ -311,6 +330,7 @@ function start(token) {
   }
   identity = { sub: claims.sub, merchant: typeof claims.merchant === 'string' ? claims.merchant : '' };
   const channels = grantedChannels(claims);
+  granted = channels;
   const exp = typeof claims.exp === 'number' ? new Date(claims.exp * 1000) : null;
   const id = $('identity');
   id.textContent = `sub ${claims.sub}` + (claims.merchant ? ` · merchant ${claims.merchant}` : '') +

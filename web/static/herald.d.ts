@@ -79,8 +79,10 @@ export interface ClientOptions {
   token?: string;
   /**
    * Returns a fresh JWT. Called to connect when there is no usable token,
-   * before the token expires (the new one is sent as a refresh frame), and
-   * after the server closed with 4001 or 4008.
+   * before the token expires (the new one is sent as a refresh frame; at
+   * most once every 5 s), and after the server closed with 4001 or 4008. To
+   * connect, it has connectTimeout ms to answer; a throw or a timeout is
+   * reported as get_token_failed and retried with backoff.
    */
   getToken?: () => string | Promise<string>;
   /** WebSocket implementation [globalThis.WebSocket]. */
@@ -94,9 +96,12 @@ export interface ClientOptions {
   pingInterval?: number;
   /** ms to wait for any frame after a ping before the connection counts as dead (10000). */
   pongTimeout?: number;
-  /** ms from opening the socket to the `connected` frame before the attempt counts as failed (15000). */
+  /** ms from opening the socket to the `connected` frame before the attempt counts as failed, and that getToken may take to connect (15000). */
   connectTimeout?: number;
-  /** Refresh the token at most this many ms before it expires (60000; a quarter of its lifetime when shorter). */
+  /**
+   * Refresh the token at most this many ms before it expires (60000; a
+   * quarter of its lifetime when shorter). Refreshes are at least 5 s apart.
+   */
   refreshMargin?: number;
   /** Frames sent per second at most, on average (40), and at once (200); more wait their turn, in order, under the server's 4029 limit (50 a second, bursts of 300). */
   frameRate?: number;
@@ -172,8 +177,10 @@ export interface ClientEvents {
   subscribed: { channel: string; epoch: string; offset: number; recovered: boolean; resumed: boolean; reason?: string };
   /**
    * Publications after `previous` up to `offset` are lost for good
-   * (reason epoch_mismatch or offset_expired): resync the channel from the
-   * application's own source of truth. Delivery continues after `offset`.
+   * (reason epoch_mismatch or offset_expired, as herald says; or
+   * offset_skipped, when a publication arrived beyond the next offset
+   * without herald saying so): resync the channel from the application's
+   * own source of truth. Delivery continues after `offset`.
    */
   gap: { channel: string; reason: string; epoch: string; offset: number; previous: Position | null };
   /** revoked: the server dropped it because a refreshed token no longer grants it. */

@@ -33,6 +33,13 @@ export const PROTOCOL = /** @type {const} */ ('herald.v1');
 /** The longest delay setTimeout accepts. */
 const MAX_TIMER = 2 ** 31 - 1;
 
+/**
+ * The least time between two token refreshes, in ms. Whatever the clocks
+ * say, a client never refreshes in a loop; a token that truly expires
+ * sooner than this is closed with 4008 and renewed by reconnecting.
+ */
+const MIN_REFRESH_GAP = 5000;
+
 /** Close codes herald uses (docs/PROTOCOL.md). */
 export const CloseCode = Object.freeze({
   UNAUTHORIZED: 4001,
@@ -213,18 +220,25 @@ export function connect(options) {
   let nextID = 1;
   let failures = 0; // consecutive attempts that did not reach connected, or whose session ended within a second
   let limited = 0; // consecutive sessions closed with 4029 (rate limited)
+  let slow = 0; // consecutive sessions closed with 4009 (too slow)
   // The wait before the next attempt, after `failures` failed ones.
   const retryDelay = () => backoffDelay(Math.max(failures - 1, 0), backoff, random);
+  // The "immediate" reconnect, spread over up to backoff.initial: every
+  // client of a draining node is closed at once, and must not all come
+  // back in the same millisecond.
+  const soon = () => Math.round(random() * (backoff.initial ?? 500));
   let urlIndex = 0;
   let token = opts.token || null;
   let tokenAt = now(); // when the token was handed over, by this client's clock
   let expiresMs = 0;
+  let refreshedAt = -Infinity; // when the last refresh frame was sent
   let lastFrameAt = 0;
   /** @type {any} */ let reconnectTimer = null;
   /** @type {any} */ let refreshTimer = null;
   /** @type {any} */ let pingTimer = null;
   /** @type {any} */ let pongTimer = null;
   /** @type {any} */ let connectTimer = null;
+  /** @type {any} */ let tokenTimer = null; // bounds a getToken call before connecting
   const stats = { reconnects: 0, delivered: 0, duplicatesDropped: 0 };
 
   /**
@@ -446,6 +460,10 @@ export function connect(options) {
       // herald announces a new epoch before its publications; if that
       // frame was missed the application must still learn of the gap.
       gap(sub.channel, 'epoch_mismatch', { epoch, offset: offset - 1 }, last);
+    } else if (last && offset > last.offset + 1) {
+      // herald never skips an offset unannounced; should one be skipped
+      // all the same, the promise stands: no loss goes unsaid.
+      gap(sub.channel, 'offset_skipped', { epoch, offset: offset - 1 }, last);
     }
     remember(sub.channel, { epoch, offset });
     stats.delivered++;
@@ -522,7 +540,7 @@ export function connect(options) {
     if (stopped) return;
     if (opts.getToken && stale(token)) {
       try {
-        token = await opts.getToken();
+        token = await askToken();
         tokenAt = now();
       } catch (err) {
         if (stopped) return;
@@ -567,6 +585,33 @@ export function connect(options) {
     connectTimer = setTimer(() => {
       if (ws === socket && !connected) drop(1006, 'no connected frame within ' + connectTimeout + ' ms');
     }, connectTimeout);
+  }
+
+  /**
+   * Calls getToken to connect, giving up after connectTimeout: a promise
+   * that never settles (a fetch without a timeout, say) must not leave the
+   * client connecting forever.
+   * @returns {Promise<string>}
+   */
+  function askToken() {
+    const getToken = /** @type {() => string | Promise<string>} */ (opts.getToken);
+    /** @type {any} */
+    let timer = null;
+    /** @type {Promise<string>} */
+    const answer = new Promise((resolve, reject) => {
+      timer = tokenTimer = setTimer(() => {
+        tokenTimer = null;
+        reject(new Error('no token within ' + connectTimeout + ' ms'));
+      }, connectTimeout);
+      // A late answer, after the timeout, settles nothing: the next
+      // attempt asks again.
+      new Promise((r) => r(getToken())).then(resolve, reject);
+    });
+    return answer.finally(() => {
+      if (tokenTimer !== timer) return;
+      clearTimer(timer);
+      tokenTimer = null;
+    });
   }
 
   /**
@@ -684,9 +729,9 @@ export function connect(options) {
     const pubs = f.publications || [];
     for (let i = 0; i < pubs.length; i++) {
       deliver(sub, epoch, Number(pubs[i].offset), pubs[i].data, true, () => exactAt(text, ['publications', i, 'data']));
-      // A handler may have left the channel: then nothing more, and no
-      // subscribe for a channel no one wants.
-      if (subs.get(sub.channel) !== sub) return;
+      // A handler may have left the channel, or closed the client: then
+      // nothing more, and no subscribe for a channel no one wants.
+      if (stopped || subs.get(sub.channel) !== sub) return;
     }
     const top = positions.get(sub.channel);
     if (!top || top.epoch !== epoch) remember(sub.channel, { epoch, offset: Number(f.offset) });
@@ -774,14 +819,7 @@ export function connect(options) {
     if (refreshTimer) clearTimer(refreshTimer);
     refreshTimer = null;
     if (!opts.getToken || !expiresMs) return;
-    // The expiry is the server's time. A clock behind it would refresh
-    // too late, after a 4008: the token's own lifetime, counted from when
-    // it was handed over, bounds the wait too.
-    let left = expiresMs - now();
-    const claims = token ? decodeToken(token) : null;
-    if (claims && typeof claims.exp === 'number' && typeof claims.iat === 'number' && claims.exp > claims.iat) {
-      left = Math.min(left, tokenAt + (claims.exp - claims.iat) * 1000 - now());
-    }
+    const left = timeLeft();
     let delay = left - Math.min(refreshMargin, left / 4);
     if (noProgress) {
       // getToken handed back a token that expires no later: try again
@@ -789,9 +827,29 @@ export function connect(options) {
       if (left < 2000) return;
       delay = left / 2;
     }
+    // However the clocks disagree, never a refresh loop: the server would
+    // extend the expiry each time and be asked again at once, forever.
+    delay = Math.max(delay, refreshedAt + MIN_REFRESH_GAP - now());
     // Timers overflow past 2^31-1 ms (about 24.8 days) and would fire at
     // once; a token that long-lived is refreshed after that instead.
     refreshTimer = setTimer(refresh, Math.min(MAX_TIMER, Math.max(0, delay)));
+  }
+
+  /**
+   * Estimates how long the current token has left, in ms of this client's
+   * clock.
+   */
+  function timeLeft() {
+    // The expiry is the server's time. A clock behind it would refresh
+    // too late, after a 4008: the token's own lifetime, counted from when
+    // it was handed over, bounds the wait too. A clock ahead of it sees
+    // the expiry already past, refreshed or not: then the lifetime is the
+    // only estimate worth anything.
+    const left = expiresMs - now();
+    const claims = token ? decodeToken(token) : null;
+    if (!claims || typeof claims.exp !== 'number' || typeof claims.iat !== 'number' || claims.exp <= claims.iat) return left;
+    const lifetimeLeft = tokenAt + (claims.exp - claims.iat) * 1000 - now();
+    return left > 0 ? Math.min(left, lifetimeLeft) : lifetimeLeft;
   }
 
   async function refresh() {
@@ -809,7 +867,8 @@ export function connect(options) {
     if (ws !== socket || !connected) return;
     // Adopted once the server accepts it (onRefreshed): a refused one must
     // not be the next connection's.
-    request({ kind: 'refresh', token: fresh, at: now() }, { type: 'refresh', token: fresh });
+    refreshedAt = now();
+    request({ kind: 'refresh', token: fresh, at: refreshedAt }, { type: 'refresh', token: fresh });
   }
 
   function schedulePing() {
@@ -830,8 +889,8 @@ export function connect(options) {
   }
 
   function clearConnectionTimers() {
-    for (const t of [refreshTimer, pingTimer, pongTimer, connectTimer, outboxTimer]) if (t) clearTimer(t);
-    refreshTimer = pingTimer = pongTimer = connectTimer = outboxTimer = null;
+    for (const t of [refreshTimer, pingTimer, pongTimer, connectTimer, tokenTimer, outboxTimer]) if (t) clearTimer(t);
+    refreshTimer = pingTimer = pongTimer = connectTimer = tokenTimer = outboxTimer = null;
     for (const sub of subs.values()) {
       if (sub.retryTimer) clearTimer(sub.retryTimer);
       sub.retryTimer = null;
@@ -863,13 +922,16 @@ export function connect(options) {
     // no instant retry then, so a server that accepts and at once closes
     // again (a 1013 while its broker is down, say) is retried ever more
     // slowly, not several times a second. A longer one starts the backoff
-    // afresh. (A 4029 after connected escalates on its own count, below.)
+    // afresh. (A 4029 or 4009 after connected escalates on its own count,
+    // below.)
     const instant = wasConnected && uptime >= 1000;
-    if (wasConnected && (instant || code === CloseCode.RATE_LIMITED)) failures = 0;
+    if (wasConnected && (instant || code === CloseCode.RATE_LIMITED || code === CloseCode.TOO_SLOW)) failures = 0;
     else failures++;
-    // Rate limiting counts across sessions (each one reaches connected
-    // before it is closed): only a session that lasted a minute forgets it.
+    // Rate limiting and slowness count across sessions (each one reaches
+    // connected before it is closed): only a session that lasted a minute
+    // forgets them.
     if (code !== CloseCode.RATE_LIMITED || uptime >= 60_000) limited = 0;
+    if (code !== CloseCode.TOO_SLOW || uptime >= 60_000) slow = 0;
     switch (code) {
       case CloseCode.PROTOCOL_ERROR:
         return halt(code, reason, 'protocol_error', 'the server refused a frame as a protocol error (' + reason + '): a client bug');
@@ -883,11 +945,17 @@ export function connect(options) {
       case CloseCode.TOKEN_EXPIRED:
         if (!opts.getToken) return halt(code, reason, 'token_expired', 'the token expired and there is no getToken to renew it');
         token = null;
-        return schedule(instant ? 0 : retryDelay(), code, reason);
+        return schedule(instant ? soon() : retryDelay(), code, reason);
       case CloseCode.SHUTTING_DOWN:
+        urlIndex++; // that node is going away: try the next one first
+        return schedule(instant ? soon() : retryDelay(), code, reason);
       case CloseCode.TOO_SLOW:
-        if (code === CloseCode.SHUTTING_DOWN) urlIndex++; // that node is going away: try the next one first
-        return schedule(instant ? 0 : retryDelay(), code, reason);
+        // Once is bad luck (a burst, a stalled tab): come back soon. Again
+        // and again (a handler or a link that cannot keep up) is no better
+        // for coming back at once: later each time, as for 4029.
+        if (wasConnected) slow++;
+        if (slow <= 1) return schedule(instant ? soon() : retryDelay(), code, reason);
+        return schedule(backoffDelay(slow - 1 + failures, backoff, random), code, reason);
       case CloseCode.RATE_LIMITED:
         // Too many connections from this address, or frames too fast:
         // never at once, and later each time it happens again.

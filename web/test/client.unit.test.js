@@ -173,7 +173,7 @@ test('backoff jitter spreads clients between half and all of the delay', () => {
 });
 
 for (const code of [4009, 4010]) {
-  test(`close ${code}: the first reconnect is immediate, later ones back off`, async () => {
+  test(`close ${code}: the first reconnect is immediate (but for jitter), later ones back off`, async () => {
     const { clock, sockets, client, got, collect, events } = setup();
     client.subscribe('user:42', collect);
     await clock.advance(0);
@@ -181,10 +181,12 @@ for (const code of [4009, 4010]) {
     sockets[0].answerSubscribe('user:42', { offset: 10 });
     sockets[0].pub('user:42', 11);
     await clock.advance(3000);
+    clock.randomValue = 0;
     sockets[0].serverClose(code, code === 4010 ? 'node shutting down' : 'send queue overflow');
     assert.equal(named(events, 'disconnected')[0].reconnectIn, 0);
     await clock.advance(0);
     assert.equal(sockets.length, 2, 'reconnected at once');
+    clock.randomValue = 0.5;
     sockets[1].serverClose(1006); // that node is not back yet
     const r = named(events, 'reconnecting').at(-1);
     assert.ok(r.delay >= 500, `second attempt waits (${r.delay} ms)`);
@@ -197,6 +199,45 @@ for (const code of [4009, 4010]) {
   });
 }
 
+for (const code of [4008, 4009, 4010]) {
+  test(`close ${code}: the immediate reconnect is spread over backoff.initial, so a drained node's clients do not all come back at once`, async () => {
+    const getToken = () => unsignedToken({ sub: '42', exp: 4_000_000_000 });
+    const delays = [];
+    for (const r of [0, 0.25, 0.999]) {
+      const { clock, sockets, events } = setup({ token: undefined, getToken });
+      await clock.advance(0);
+      sockets[0].accept();
+      await clock.advance(5000);
+      clock.randomValue = r;
+      sockets[0].serverClose(code, 'because');
+      delays.push(named(events, 'disconnected')[0].reconnectIn);
+    }
+    assert.deepEqual(delays, [0, 250, 999]);
+  });
+}
+
+test('close 4009 again and again: one step later each time, until a session lasts a minute', async () => {
+  const { clock, sockets, client, events } = setup();
+  client.subscribe('user:42', () => {});
+  await clock.advance(0);
+  clock.randomValue = 0.999999;
+  const delays = [];
+  for (let i = 0; i < 5; i++) {
+    sockets.at(-1).accept();
+    await clock.advance(5000); // connected, then too slow again
+    sockets.at(-1).serverClose(4009, 'send queue overflow');
+    const d = named(events, 'disconnected').at(-1).reconnectIn;
+    delays.push(d);
+    await clock.advance(d);
+  }
+  assert.deepEqual(delays, [1000, 2000, 4000, 8000, 8000]);
+  // A session that lasted a minute forgets the earlier ones.
+  sockets.at(-1).accept();
+  await clock.advance(61_000);
+  sockets.at(-1).serverClose(4009, 'send queue overflow');
+  assert.equal(named(events, 'disconnected').at(-1).reconnectIn, 1000);
+});
+
 test('close 4010 moves on to the next URL', async () => {
   const { clock, sockets, client } = setup({ url: ['ws://a.test/ws', 'ws://b.test/ws'] });
   client.subscribe('user:42', () => {});
@@ -205,7 +246,7 @@ test('close 4010 moves on to the next URL', async () => {
   sockets[0].accept();
   await clock.advance(2000);
   sockets[0].serverClose(4010, 'node shutting down');
-  await clock.advance(0);
+  await clock.advance(1000);
   assert.equal(sockets[1].url, 'ws://b.test/ws');
 });
 
@@ -256,8 +297,9 @@ test('close 4008 with getToken: a new token, an immediate reconnect, and resume'
   sockets[0].pub('user:42', 2);
   await clock.advance(2000);
   sockets[0].serverClose(4008, 'token expired');
-  assert.equal(named(events, 'disconnected')[0].reconnectIn, 0);
-  await clock.advance(0);
+  const { reconnectIn } = named(events, 'disconnected')[0];
+  assert.ok(reconnectIn >= 0 && reconnectIn < 1000, `within backoff.initial (${reconnectIn} ms)`);
+  await clock.advance(reconnectIn);
   assert.equal(n, 2);
   sockets[1].accept();
   assert.equal(sockets[1].last('connect').token, tokens[1]);
@@ -281,6 +323,42 @@ test('close 4001 with getToken asks for another token and retries with backoff',
   assert.equal(n, 2);
   sockets[1].accept();
   assert.equal(client.state(), 'connected');
+});
+
+test('a getToken that never answers is given up after connectTimeout, reported, and asked again later', async () => {
+  let n = 0;
+  let late = null;
+  const getToken = () => {
+    n++;
+    if (n === 1) return new Promise((resolve) => (late = resolve)); // a fetch that hangs
+    return unsignedToken({ sub: '42', exp: 4_000_000_000, n });
+  };
+  const { clock, sockets, client, events } = setup({ token: undefined, getToken, connectTimeout: 3000 });
+  await clock.advance(2999);
+  assert.deepEqual([n, sockets.length, client.state()], [1, 0, 'connecting']);
+  await clock.advance(1);
+  assert.deepEqual(named(events, 'error').map((e) => [e.code, e.fatal]), [['get_token_failed', false]]);
+  assert.match(named(events, 'error')[0].message, /no token within 3000 ms/);
+  assert.equal(client.state(), 'reconnecting');
+  const delay = named(events, 'reconnecting').at(-1).delay;
+  assert.ok(delay > 0, 'with backoff');
+  await clock.advance(delay);
+  assert.equal(n, 2);
+  sockets[0].accept();
+  assert.equal(sockets[0].last('connect').token, unsignedToken({ sub: '42', exp: 4_000_000_000, n: 2 }));
+  // The first answer, arriving late, changes nothing.
+  late(unsignedToken({ sub: '42', exp: 4_000_000_000, n: 1 }));
+  await clock.advance(60_000);
+  assert.deepEqual([sockets.length, client.state()], [1, 'connected']);
+});
+
+test('close() while getToken hangs leaves no timer behind', async () => {
+  const { clock, sockets, client } = setup({ token: undefined, getToken: () => new Promise(() => {}) });
+  await clock.advance(100);
+  client.close();
+  assert.deepEqual(clock.pending(), []);
+  await clock.advance(60_000);
+  assert.deepEqual([sockets.length, client.state()], [0, 'closed']);
 });
 
 test('refreshes the token before it expires, through getToken and a refresh frame', async () => {
@@ -338,7 +416,7 @@ test('a resume that cannot be recovered is a gap event, and delivery goes on fro
   sockets[0].pub('user:42', 2);
   await clock.advance(2000);
   sockets[0].serverClose(4010);
-  await clock.advance(0);
+  await clock.advance(1000);
   sockets[1].accept();
   sockets[1].answerSubscribe('user:42', { epoch: 'F', offset: 0, recovered: false, reason: 'epoch_mismatch' });
   sockets[1].pub('user:42', 1, { n: 'new' }, 'F');
@@ -374,6 +452,25 @@ test('a gap announced below the last delivered offset does not hand anything on 
   assert.equal(named(events, 'gap').length, 1);
   assert.deepEqual(offsets(got), [1, 2, 3, 4, 5, 6]);
   assert.deepEqual(client.position('user:42'), { epoch: 'E', offset: 6 });
+});
+
+test('a publication beyond the next offset, unannounced, is a gap event before it is delivered', async () => {
+  const { clock, sockets, client, got, events } = setup();
+  const order = [];
+  client.subscribe('user:42', (data, meta) => {
+    got.push(meta);
+    order.push('pub ' + meta.offset);
+  });
+  client.on('gap', (g) => order.push('gap ' + g.offset));
+  await clock.advance(0);
+  sockets[0].accept();
+  sockets[0].answerSubscribe('user:42', { offset: 4 });
+  sockets[0].pub('user:42', 5);
+  sockets[0].pub('user:42', 8); // 6 and 7 never came
+  sockets[0].pub('user:42', 9);
+  assert.deepEqual(named(events, 'gap'), [{ name: 'gap', channel: 'user:42', reason: 'offset_skipped', epoch: 'E', offset: 7, previous: { epoch: 'E', offset: 5 } }]);
+  assert.deepEqual(order, ['pub 5', 'gap 7', 'pub 8', 'pub 9']);
+  assert.deepEqual(client.position('user:42'), { epoch: 'E', offset: 9 });
 });
 
 test('a subscription the server revokes after a refresh is gone, also after reconnects', async () => {
@@ -492,6 +589,23 @@ test('a handler that unsubscribes during a backfill ends it; no subscribe follow
   assert.deepEqual(sockets[0].last('subscribe').since, { offset: 8, epoch: 'E' });
 });
 
+test('a handler that closes the client during a backfill ends it there', async () => {
+  const { clock, sockets, client } = setup();
+  const got = [];
+  client.subscribe('merchant:acme', (data, meta) => {
+    got.push(meta.offset);
+    if (meta.offset === 8) client.close();
+  }, { backfill: 3 });
+  await clock.advance(0);
+  sockets[0].accept();
+  const h = sockets[0].last('history');
+  sockets[0].frame({ id: h.id, type: 'history', channel: 'merchant:acme', epoch: 'E', offset: 9, publications: [{ offset: 7, data: {} }, { offset: 8, data: {} }, { offset: 9, data: {} }] });
+  await clock.advance(1000);
+  assert.deepEqual(got, [7, 8]);
+  assert.equal(client.state(), 'closed');
+  assert.equal(client.stats().delivered, 2);
+});
+
 test('already_subscribed is mended: the client leaves, then subscribes again from its position', async () => {
   const { clock, sockets, client, got, collect, events } = setup();
   client.subscribe('user:42', collect, { since: { epoch: 'E', offset: 4 } });
@@ -525,6 +639,55 @@ test('a clock behind the server still refreshes before the token expires', async
   sockets[0].accept({ expires });
   await clock.advance(76_000);
   assert.equal(sockets[0].all('refresh').length, 1, 'refreshed a quarter of the lifetime before its end');
+});
+
+/**
+ * Plays a server whose clock is `skew` ms behind the client's: it accepts
+ * with a token lifetime of `ttl` s and answers every refresh `latency` ms
+ * after it was sent (getToken's fetch and the round trip) by extending the
+ * expiry, as herald does. Counts refreshes and getToken calls over `ms`.
+ */
+async function refreshAgainstSlowServer({ skew, ttl, claims, ms, latency = 1000 }) {
+  let calls = 0;
+  const serverNow = () => Math.floor((clock.t - skew) / 1000);
+  const { clock, sockets, events } = setup({
+    token: undefined,
+    getToken: () => {
+      calls++;
+      const iat = serverNow();
+      return unsignedToken(claims ? { sub: '42', n: calls, iat, exp: iat + ttl } : { sub: '42', n: calls });
+    },
+  });
+  await clock.advance(0);
+  sockets[0].accept({ expires: serverNow() + ttl });
+  let answered = 0;
+  for (let t = 0; t < ms; t += 50) {
+    const due = sockets[0].sent.filter((f, i) => f.type === 'refresh' && sockets[0].sentAt[i] + latency <= clock.t);
+    for (const r of due.slice(answered)) {
+      sockets[0].frame({ id: r.id, type: 'refreshed', expires: serverNow() + ttl });
+      answered++;
+    }
+    await clock.advance(50);
+  }
+  assert.equal(sockets.length, 1, 'one connection throughout');
+  return { calls, refreshes: sockets[0].all('refresh').length, events };
+}
+
+test('a clock ahead of the server does not refresh in a loop: at most one refresh per 5 s', async () => {
+  // The token carries no lifetime: nothing tells how long it has left.
+  // Each answer extends the expiry (a second or more passed on the
+  // server), so without a floor each would be followed by another at once.
+  const { refreshes, calls } = await refreshAgainstSlowServer({ skew: 600_000, ttl: 300, claims: false, ms: 30_000 });
+  assert.ok(refreshes >= 1 && refreshes <= 7, `${refreshes} refreshes in 30 s`);
+  assert.equal(calls, refreshes + 1, 'getToken: the first token, then one per refresh');
+});
+
+test('a clock ahead of the server refreshes by the token\'s lifetime (exp − iat) when the expiry looks past', async () => {
+  const early = await refreshAgainstSlowServer({ skew: 600_000, ttl: 300, claims: true, ms: 200_000 });
+  assert.equal(early.refreshes, 0, 'nothing while most of the lifetime is left');
+  const due = await refreshAgainstSlowServer({ skew: 600_000, ttl: 300, claims: true, ms: 260_000 });
+  assert.equal(due.refreshes, 1, 'refreshed refreshMargin before the lifetime ends');
+  assert.equal(due.calls, 2, 'getToken: the first token, then the refresh');
 });
 
 for (const lasted of [5000, 100]) {

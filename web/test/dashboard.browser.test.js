@@ -234,6 +234,28 @@ test('an expired token replaced by a new one for the same identity: the page res
   assert.equal(await page.locator('tr.event').count(), 62);
 });
 
+test('a new token for the same identity resumes a channel switched off before, rather than showing its rows again', async (t) => {
+  const node = await startNode();
+  t.after(() => node.stop());
+  const { page, context } = await openPage(browser);
+  t.after(() => context.close());
+  await page.goto(`${node.url}/#token=${mintToken()}`);
+  await waitLive(page);
+  for (let n = 1; n <= 2; n++) await publish(node, 'merchant:demo', { n });
+  await waitFor(async () => (await page.locator('tr.event').count()) === 2, 10000, '2 rows');
+  await page.locator('#channel-list input[value="merchant:demo"]').uncheck();
+  await publish(node, 'merchant:demo', { n: 3 }); // while switched off
+
+  await page.fill('#token', mintToken());
+  await page.click('#connect');
+  await waitLive(page);
+  await waitFor(async () => (await page.locator('tr.event').count()) >= 3, 10000, 'the row published meanwhile');
+  await sleep(300); // room for a duplicate to show up, if there were one
+  const offsets = await page.locator('tr.event[data-channel="merchant:demo"]').evaluateAll((rs) => rs.map((r) => Number(r.dataset.offset)));
+  assert.deepEqual(offsets, [3, 2, 1], 'each row once');
+  assert.match(await logText(page), /subscribed merchant:demo at offset 3, resumed with nothing missed/);
+});
+
 test('a dropped network: the page reconnects, resumes, and shows what was published meanwhile exactly once', async (t) => {
   const node = await startNode();
   const proxy = await startProxy(node.port);
@@ -279,6 +301,10 @@ test('a restarted embedded broker loses history: the page says so with a gap not
   await ingress(node, 'kriptomat', exchange(2000));
   await page.locator(`tr.event[data-id="${exchangeID(2000)}"]`).waitFor();
   assert.equal(await page.isHidden('#gap-notice'), true);
+  // A full table (500 events, each a row and its hidden raw row), so that
+  // what follows the gaps pushes the oldest out.
+  for (let n = 0; n < 500; n++) await publish(node, 'merchant:demo', { n });
+  await waitFor(async () => (await page.textContent('#count-events')) === '501', 20000, '501 events');
 
   await node.stop('SIGTERM');
   await waitFor(async () => /disconnected: 4010 node shutting down/.test(await logText(page)), 5000, 'close 4010 in the log');
@@ -292,6 +318,15 @@ test('a restarted embedded broker loses history: the page says so with a gap not
   await ingress(node, 'kriptomat', exchange(2001));
   await page.locator(`tr.event[data-id="${exchangeID(2001)}"]`).waitFor({ timeout: 10000 });
   await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-gap.png') });
+  // The table was full before the gaps: the rows after them pushed the
+  // oldest events out, each with its raw row, never the one without the other.
+  const broken = await page.evaluate(() => [...document.querySelectorAll('#event-rows > tr')].flatMap((tr, i, all) => {
+    if (tr.classList.contains('event') && !all[i + 1]?.classList.contains('raw')) return [`event row ${i} without its raw row`];
+    if (tr.classList.contains('raw') && !all[i - 1]?.classList.contains('event')) return [`raw row ${i} without its event`];
+    return [];
+  }));
+  assert.deepEqual(broken, []);
+  assert.ok((await page.locator('tr.event').count()) <= 500);
 });
 
 test('Redis engine: SIGTERM (4010), events posted to another node meanwhile, restart: shown exactly once', async (t) => {

@@ -12,7 +12,10 @@ declare function refetchAccount(userId: string): void;
 export function browserPage(): HeraldClient {
   const client = connect({
     url: 'wss://herald.example.com/ws',
-    getToken: () => fetch('/api/herald-token').then((r) => r.text()),
+    getToken: () => fetch('/api/herald-token').then((r) => {
+      if (!r.ok) throw new Error('herald token: HTTP ' + r.status);
+      return r.text();
+    }),
     storage: localStorage,
   });
   client.subscribe('merchant:acme', (event, { offset }) => {
@@ -24,19 +27,26 @@ export function browserPage(): HeraldClient {
   return client;
 }
 
-export function startHerald(userId: string, api: { heraldToken(): Promise<string> }): HeraldClient {
-  const client = connect({
-    url: 'wss://herald.example.com/ws',
-    getToken: () => api.heraldToken(),
-    storage: AsyncStorage,
-    storagePrefix: `herald:${userId}:`,
+export function startHerald(userId: string, api: { heraldToken(): Promise<string> }): () => HeraldClient {
+  const open = () => {
+    const c = connect({
+      url: 'wss://herald.example.com/ws',
+      getToken: () => api.heraldToken(),
+      storage: AsyncStorage,
+      storagePrefix: `herald:${userId}:`,
+    });
+    c.subscribe(`user:${userId}`, (event) => {
+      notify(event.type, event.status);
+    });
+    c.on('gap', () => refetchAccount(userId));
+    return c;
+  };
+  let client = open();
+  AppState.addEventListener('change', (s) => {
+    if (s === 'background') client.close();
+    else if (s === 'active' && client.state() === 'closed') client = open();
   });
-  client.subscribe(`user:${userId}`, (event) => {
-    notify(event.type, event.status);
-  });
-  client.on('gap', () => refetchAccount(userId));
-  AppState.addEventListener('change', (s) => s === 'background' && client.close());
-  return client;
+  return () => client;
 }
 
 export function grants(token: string): string[] {
