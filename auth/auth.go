@@ -21,14 +21,15 @@ import (
 )
 
 // Bearer returns the credential of an "Authorization: Bearer <credential>"
-// header. The scheme's case does not matter (RFC 7235).
+// header. The scheme's case does not matter, and spaces or tabs may
+// separate it from the credential (RFC 7235, RFC 9110 §11.4).
 func Bearer(h http.Header) (string, bool) {
-	const prefix = "Bearer "
+	const scheme = "Bearer"
 	v := h.Get("Authorization")
-	if len(v) < len(prefix) || !strings.EqualFold(v[:len(prefix)], prefix) {
+	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) || (v[len(scheme)] != ' ' && v[len(scheme)] != '\t') {
 		return "", false
 	}
-	return v[len(prefix):], true
+	return strings.TrimLeft(v[len(scheme):], " \t"), true
 }
 
 // MaxTokenLength bounds what Verify will even look at.
@@ -125,7 +126,14 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, fmt.Errorf("%w: malformed token", ErrInvalidToken)
 	}
 	var c Claims
-	_, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.key, nil })
+	_, err := v.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			// Extensions the signer says must be understood, and herald
+			// understands none (RFC 7515 §4.1.11).
+			return nil, errCritical
+		}
+		return v.key, nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, v.reason(err, &c))
 	}
@@ -221,8 +229,22 @@ func compact(token string) bool {
 
 // reason turns golang-jwt's errors into a short message that names the
 // problem without echoing the token. c holds what was decoded.
+// errCritical refuses a token whose header names critical extensions.
+var errCritical = errors.New(`header names critical extensions ("crit"), which herald does not support`)
+
 func (v *Verifier) reason(err error, c *Claims) string {
+	var typeErr *json.UnmarshalTypeError
 	switch {
+	case errors.Is(err, errCritical):
+		return errCritical.Error()
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		// Field is a path through Claims ("RegisteredClaims.sub").
+		name := typeErr.Field[strings.LastIndexByte(typeErr.Field, '.')+1:]
+		want := "a string"
+		if name == "channels" {
+			want = "an array of strings"
+		}
+		return fmt.Sprintf("claim %q must be %s", name, want)
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return "malformed token"
 	case errors.Is(err, jwt.ErrTokenUnverifiable):

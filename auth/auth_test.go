@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +175,10 @@ func TestVerify_RejectsHostileTokens(t *testing.T) {
 		"sub in capitals":   sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { delete(*c, "sub"); (*c)["SUB"] = "42" })),
 		"sub twice": signRaw(t, fmt.Sprintf(`{"sub":"42","iss":"herald-test","aud":"dashboards","exp":%d,"sub":"43"}`,
 			time.Now().Add(time.Hour).Unix())),
+		"sub number":       sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["sub"] = 42 })),
+		"channels string":  sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["channels"] = "user:1" })),
+		"channels numbers": sign(t, jwt.SigningMethodHS256, secret, with(func(c *jwt.MapClaims) { (*c)["channels"] = []int{1} })),
+		"crit header":      critical(t, with(func(*jwt.MapClaims) {})),
 	}
 	// The reason a client is told names the problem.
 	reasons := map[string]string{
@@ -191,6 +196,11 @@ func TestVerify_RejectsHostileTokens(t *testing.T) {
 		"claim in capitals": `"MERCHANT": claim names are case-sensitive`,
 		"sub in capitals":   `"SUB": claim names are case-sensitive`,
 		"sub twice":         `"sub" given twice`,
+		"merchant number":   `claim "merchant" must be a string`,
+		"sub number":        `claim "sub" must be a string`,
+		"channels string":   `claim "channels" must be an array of strings`,
+		"channels numbers":  `claim "channels" must be an array of strings`,
+		"crit header":       `critical extensions`,
 	}
 	if _, err := v.Verify(valid); err != nil {
 		t.Fatalf("the valid token itself was refused: %v", err)
@@ -208,6 +218,38 @@ func TestVerify_RejectsHostileTokens(t *testing.T) {
 				t.Errorf("error %q does not say %q", err, want)
 			}
 		})
+	}
+}
+
+// critical signs c, HS256 with secret, with a header that names a
+// critical extension (RFC 7797's unencoded payload).
+func critical(t *testing.T, c jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
+	tok.Header["crit"] = []string{"b64"}
+	tok.Header["b64"] = true
+	s, err := tok.SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestBearer(t *testing.T) {
+	for header, want := range map[string]string{
+		"Bearer abc":   "abc",
+		"bearer abc":   "abc",
+		"Bearer   abc": "abc",
+		"Bearer\tabc":  "abc",
+		"Bearerabc":    "",
+		"Bearer":       "",
+		"Basic abc":    "",
+		"":             "",
+	} {
+		got, ok := auth.Bearer(http.Header{"Authorization": {header}})
+		if got != want || ok != (want != "") {
+			t.Errorf("%q: %q %v, want %q", header, got, ok, want)
+		}
 	}
 }
 
