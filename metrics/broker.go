@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -166,10 +167,11 @@ func (m *Broker) published(channel string, r channels.PublishResult) {
 // mid-call.
 func errorKind(err error) string {
 	switch {
+	// Before unavailable, which a broker wraps its timeouts in too.
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
 	case errors.Is(err, channels.ErrUnavailable):
 		return "unavailable"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
 	case errors.Is(err, context.Canceled):
 		return "canceled"
 	}

@@ -3,7 +3,10 @@ package metrics_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +90,37 @@ func TestInstrumentAppender_CountsWhatAFailedAppendDid(t *testing.T) {
 	}
 	if counts["user"] != 1 || counts["merchant"] != 0 {
 		t.Fatalf("publications counted: %v, want user 1", counts)
+	}
+}
+
+// failing fails every append with err.
+type failing struct{ err error }
+
+func (f failing) Append(context.Context, []string, json.RawMessage, channels.PublishOptions, *channels.Sequence) (channels.AppendResult, error) {
+	return channels.AppendResult{}, f.err
+}
+
+// A broker's timeout is a timeout, though the broker wraps it as
+// unavailable too (as the Redis engine does).
+func TestBrokerErrors_ByKind(t *testing.T) {
+	m := metrics.New(metrics.Options{Node: "n"})
+	for _, err := range []error{
+		fmt.Errorf("redis publish: %w: %w", channels.ErrUnavailable, context.DeadlineExceeded),
+		fmt.Errorf("redis publish: %w: %w", channels.ErrUnavailable, os.ErrDeadlineExceeded),
+		fmt.Errorf("redis publish: %w: connection refused", channels.ErrUnavailable),
+		errors.New("ERR script exploded"),
+	} {
+		_, _ = metrics.InstrumentAppender(failing{err}, m.Broker).Append(context.Background(), []string{"user:1"}, json.RawMessage(`{}`), channels.PublishOptions{}, nil)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	got, err := heraldtest.ParseMetrics(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for kind, want := range map[string]float64{"timeout": 2, "unavailable": 1, "other": 1} {
+		if n := got.Get("herald_broker_errors_total", "operation", "append", "kind", kind); n != want {
+			t.Errorf("kind %s: %v, want %v", kind, n, want)
+		}
 	}
 }

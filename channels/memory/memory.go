@@ -24,8 +24,10 @@ type Options struct {
 	HistoryTTL time.Duration
 	// MetaTTL is how long a log's offset and epoch outlive its last
 	// activity; after that the channel starts again in a new epoch [30 days,
-	// and never less than HistoryTTL or IdempotencyTTL: the log holds the
-	// channel's idempotency keys too].
+	// and never less than twice HistoryTTL, so that a client back after
+	// its history expired learns offset_expired, not a new epoch; nor less
+	// than IdempotencyTTL: the log holds the channel's idempotency keys
+	// too].
 	MetaTTL time.Duration
 	// IdempotencyTTL is the default time an idempotency key is remembered [72h].
 	IdempotencyTTL time.Duration
@@ -46,7 +48,7 @@ func (o *Options) setDefaults() {
 	if o.IdempotencyTTL <= 0 {
 		o.IdempotencyTTL = 72 * time.Hour
 	}
-	o.MetaTTL = max(o.MetaTTL, o.HistoryTTL, o.IdempotencyTTL)
+	o.MetaTTL = max(o.MetaTTL, 2*o.HistoryTTL, o.IdempotencyTTL)
 	if o.Now == nil {
 		o.Now = time.Now
 	}

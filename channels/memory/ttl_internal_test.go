@@ -92,3 +92,37 @@ func TestSweepWaitsForABusyChannelAlone(t *testing.T) {
 	close(h.released)
 	<-swept
 }
+
+// A history kept longer than the default MetaTTL still leaves the offset
+// and epoch behind when it expires: a client back after that is told its
+// publications expired, not that the channel is another one.
+func TestLongHistoryExpiresBeforeItsEpoch(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	b := New(Options{HistoryTTL: 40 * 24 * time.Hour, Now: clock})
+	ctx := context.Background()
+	var last channels.PublishResult
+	for range 3 {
+		r, err := b.Publish(ctx, "user:1", json.RawMessage(`{}`), channels.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r
+	}
+	mu.Lock()
+	now = now.Add(41 * 24 * time.Hour) // past the history, past the default MetaTTL
+	mu.Unlock()
+	b.sweepOnce()
+	if _, err := b.Publish(ctx, "user:1", json.RawMessage(`{}`), channels.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	since := channels.Position{Offset: 1, Epoch: last.Epoch}
+	res, err := b.History(ctx, "user:1", channels.HistoryOptions{Since: &since})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, reason := res.Recover(since); ok || reason != channels.ReasonOffsetExpired {
+		t.Fatalf("resume after the history expired: %v %q (log %+v), want offset_expired", ok, reason, res)
+	}
+}

@@ -32,7 +32,9 @@ type Options struct {
 	// last publication [24h].
 	HistoryTTL time.Duration
 	// MetaTTL is how long a log's offset and epoch outlive its last
-	// activity [30 days, and never less than HistoryTTL].
+	// activity [30 days, and never less than twice HistoryTTL, so that a
+	// client back after its history expired learns offset_expired, not a
+	// new epoch].
 	MetaTTL time.Duration
 	// IdempotencyTTL is the default time an idempotency key is remembered [72h].
 	IdempotencyTTL time.Duration
@@ -56,7 +58,7 @@ func (o *Options) setDefaults() {
 	if o.MetaTTL <= 0 {
 		o.MetaTTL = 30 * 24 * time.Hour
 	}
-	o.MetaTTL = max(o.MetaTTL, o.HistoryTTL)
+	o.MetaTTL = max(o.MetaTTL, 2*o.HistoryTTL)
 	if o.IdempotencyTTL <= 0 {
 		o.IdempotencyTTL = 72 * time.Hour
 	}
@@ -437,7 +439,7 @@ func unavailable(op string, err error) error {
 			return fmt.Errorf("redis %s: %w", op, err)
 		}
 	}
-	return fmt.Errorf("redis %s: %w: %v", op, channels.ErrUnavailable, err)
+	return fmt.Errorf("redis %s: %w: %w", op, channels.ErrUnavailable, err)
 }
 
 func ms(d time.Duration) string { return strconv.FormatInt(max(d.Milliseconds(), 1), 10) }
