@@ -162,6 +162,11 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 	if !allowed(p.Config.Allow, in.opts.ClientIP.Of(r)) {
 		return fail(http.StatusForbidden, "forbidden", "source address not allowed")
 	}
+	if p.Provider.Verify == nil && !sharedSecret(p, r) {
+		// Nothing in the body could authenticate it: refuse before
+		// reading a megabyte from a stranger.
+		return fail(http.StatusUnauthorized, "unauthorized", "missing or wrong secret")
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -426,6 +431,17 @@ func (in *Ingress) deadLetter(ctx context.Context, slug string, req *Request, er
 	return fail(status, label, err.Error())
 }
 
+// sharedSecret reports whether r carries the provider's secret as a
+// Bearer token or ?key=.
+func sharedSecret(p Enabled, r *http.Request) bool {
+	secret := []byte(p.Config.Secret)
+	if tok, ok := auth.Bearer(r.Header); ok && subtle.ConstantTimeCompare([]byte(tok), secret) == 1 {
+		return true
+	}
+	key := r.URL.Query().Get("key")
+	return key != "" && subtle.ConstantTimeCompare([]byte(key), secret) == 1
+}
+
 func fail(status int, label, msg string) outcome {
 	return outcome{status: status, label: label, body: map[string]string{"error": msg}}
 }
@@ -433,12 +449,7 @@ func fail(status int, label, msg string) outcome {
 // authenticate accepts the shared secret as a Bearer token or ?key=, or
 // the provider's own signature.
 func authenticate(p Enabled, req *Request, r *http.Request) error {
-	secret := []byte(p.Config.Secret)
-	if tok, ok := auth.Bearer(r.Header); ok &&
-		subtle.ConstantTimeCompare([]byte(tok), secret) == 1 {
-		return nil
-	}
-	if key := r.URL.Query().Get("key"); key != "" && subtle.ConstantTimeCompare([]byte(key), secret) == 1 {
+	if sharedSecret(p, r) {
 		return nil
 	}
 	if p.Provider.Verify == nil {

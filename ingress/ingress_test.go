@@ -1,12 +1,14 @@
 package ingress_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -104,6 +106,31 @@ func TestPathsBelowTheProvider(t *testing.T) {
 	}
 	if status, res := n.Post(t, "/ingress/nobody/webhook", b, bearer(heraldtest.ProviderSecret)); status != http.StatusNotFound {
 		t.Fatalf("below an unknown provider: %d %v", status, res)
+	}
+}
+
+// A provider that does not sign (Kriptomat, P100) can only be
+// authenticated by its secret in the request's head: without it the
+// request is refused before its body is read, however much is announced.
+func TestUnsignedProviderRefusedBeforeTheBody(t *testing.T) {
+	n := start(t, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(n.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A megabyte announced, ten bytes sent, and then nothing.
+	if _, err := conn.Write([]byte("POST /ingress/kriptomat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{\"id\": 1,")); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the body was still coming: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401", resp.StatusCode)
 	}
 }
 
