@@ -63,15 +63,26 @@ func (c *client) enqueue(b []byte, reply bool) (queued, start bool) {
 	return true, start
 }
 
-// holdPending counts n more bytes (less, when negative) of live
-// publications held for the client's subscriptions while they recover,
-// and reports whether they now exceed the send queue's bound: one bound
-// for the client, however many channels it resumes at once.
-func (c *client) holdPending(n int) (over bool) {
+// holdPending counts n more bytes of live publications held for the
+// client's subscriptions while they recover, and reports whether they may
+// be held: not past the send queue's bound (one bound for the client,
+// however many channels it resumes at once), and not for a client that is
+// closing, which will never be sent them.
+func (c *client) holdPending(n int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closing || c.pendingBytes+n > c.hub.opts.SendQueueBytes {
+		return false
+	}
 	c.pendingBytes += n
-	return c.pendingBytes > c.hub.opts.SendQueueBytes
+	return true
+}
+
+// releasePending uncounts n bytes held by holdPending.
+func (c *client) releasePending(n int) {
+	c.mu.Lock()
+	c.pendingBytes -= n
+	c.mu.Unlock()
 }
 
 // push appends a frame to the queue and reports whether the client had no
@@ -150,6 +161,14 @@ func (c *client) writeNow() {
 	}
 }
 
+// hasRoom reports whether at most limit bytes wait to be written to the
+// client (see waitRoom), or it is closing and nothing will be.
+func (c *client) hasRoom(limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing || c.queued+c.heldBytes <= limit
+}
+
 // sendWithin queues a frame only if the queue then holds at most limit
 // bytes (or is empty now), and reports whether it did; unlike send it never
 // closes the client. Resumes use it to queue missed publications at the
@@ -220,7 +239,7 @@ func (c *client) written(n int) {
 		c.held[0] = nil
 		c.held = c.held[1:]
 	}
-	if c.room != nil && c.queued <= c.roomAt {
+	if c.room != nil && c.queued+c.heldBytes <= c.roomAt {
 		close(c.room)
 		c.room = nil
 	}
@@ -250,16 +269,18 @@ func (c *client) broken() {
 }
 
 // waitRoom blocks until at most limit bytes wait to be written to the
-// client, so that a resume queues its missed publications at the pace the
-// client reads them. It reports false when the client closed.
-func (c *client) waitRoom(limit int) bool {
+// client (queued, or held behind a reply), so that a resume queues its
+// missed publications at the pace the client reads them. It reports false
+// when the client closed, or done (nil: never) was closed: the
+// subscription the resume was for ended.
+func (c *client) waitRoom(limit int, done <-chan struct{}) bool {
 	for {
 		c.mu.Lock()
 		if c.closing {
 			c.mu.Unlock()
 			return false
 		}
-		if c.queued <= limit {
+		if c.queued+c.heldBytes <= limit {
 			c.mu.Unlock()
 			return true
 		}
@@ -271,6 +292,8 @@ func (c *client) waitRoom(limit int) bool {
 		c.mu.Unlock()
 		select {
 		case <-room:
+		case <-done:
+			return false
 		case <-c.ctx.Done():
 			return false
 		}

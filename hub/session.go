@@ -61,8 +61,11 @@ type client struct {
 	// pendingBytes is what the client's recovering subscriptions hold of
 	// live publications, with the events' own size (see holdPending).
 	pendingBytes int
-	expiry       *time.Timer
-	pingTimer    *time.Timer
+	// expires is when the client's token expires; expiry closes the
+	// session then (see expire).
+	expires   time.Time
+	expiry    *time.Timer
+	pingTimer *time.Timer
 }
 
 func newClient(h *Hub, conn *websocket.Conn, ip netip.Addr) *client {
@@ -127,12 +130,22 @@ func (c *client) start(claims *auth.Claims) bool {
 	// connected is written before the client's first frame is read: a
 	// close that follows (a protocol error, a flood) drops what is queued,
 	// and the protocol promises connected first.
-	if !c.waitRoom(0) {
+	if !c.waitRoom(0, nil) {
 		return false
 	}
+	return c.startPinging()
+}
+
+// startPinging arms the ping timer, unless the client is closing (a timer
+// armed then would keep the closed client until it fired), and reports
+// whether it did.
+func (c *client) startPinging() bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
 	c.pingTimer = time.AfterFunc(c.hub.opts.PingInterval, c.ping)
-	c.mu.Unlock()
 	return true
 }
 
@@ -192,12 +205,30 @@ func (c *client) setClaims(claims *auth.Claims) {
 	if c.closing {
 		return // a timer armed now would keep the closed client until it fired
 	}
-	d := time.Until(claims.Expires())
+	c.expires = claims.Expires()
+	d := time.Until(c.expires)
 	if c.expiry == nil {
-		c.expiry = time.AfterFunc(d, func() { c.closeWith(StatusTokenExpired, "token expired") })
+		c.expiry = time.AfterFunc(d, c.expire)
 		return
 	}
 	c.expiry.Reset(d)
+}
+
+// expire closes the session when its token expired. The timer may have
+// fired as a refresh reset it, and this run then, or a hair early by the
+// wall clock the expiry is in: whatever time the current token has left,
+// it waits that out again.
+func (c *client) expire() {
+	c.mu.Lock()
+	if left := time.Until(c.expires); left > 0 {
+		if !c.closing {
+			c.expiry.Reset(left)
+		}
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.closeWith(StatusTokenExpired, "token expired")
 }
 
 func (c *client) handle(f frame) {

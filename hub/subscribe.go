@@ -43,8 +43,10 @@ type subscription struct {
 	// epoch and last are the position of the last publication delivered.
 	epoch string
 	last  uint64
-	// gone is set when the subscription ended, for a replay in progress.
+	// gone is set when the subscription ended, and done closed, for a
+	// replay in progress.
 	gone bool
+	done chan struct{}
 }
 
 // heldEventSize is what an event held during a recovery costs besides its
@@ -114,12 +116,7 @@ func (h *Hub) HandleReset(channel string, pos channels.Position, reason string) 
 // (see writeOut).
 func (s *subscription) deliver(ev event, ready *[]*client) bool {
 	if s.recovering {
-		s.pending = append(s.pending, ev)
-		n := len(ev.frame) + heldEventSize
-		s.pendingBytes += n
-		if s.c.holdPending(n) {
-			s.c.closeWith(StatusTooSlow, "send queue overflow")
-		}
+		s.hold(ev)
 		return false
 	}
 	p := ev.pub
@@ -147,6 +144,22 @@ func (s *subscription) deliver(ev event, ready *[]*client) bool {
 		*ready = append(*ready, s.c)
 	}
 	return queued
+}
+
+// hold keeps a live publication for the end of the recovery. Past the
+// bound the client is closed, and for a closing client nothing is kept:
+// what it held is dropped at once rather than when the session ends,
+// seconds later (close handshake), while a busy channel adds to it. hc.mu
+// is held.
+func (s *subscription) hold(ev event) {
+	n := len(ev.frame) + heldEventSize
+	if !s.c.holdPending(n) {
+		s.dropPending()
+		s.c.closeWith(StatusTooSlow, "send queue overflow") // nothing if closing already
+		return
+	}
+	s.pending = append(s.pending, ev)
+	s.pendingBytes += n
 }
 
 // announceGap tells the client it missed publications and continues from
@@ -184,7 +197,7 @@ func (c *client) subscribe(f frame) {
 		c.replyError(f.ID, err)
 		return
 	}
-	s := &subscription{c: c, hc: hc, recovering: true}
+	s := &subscription{c: c, hc: hc, recovering: true, done: make(chan struct{})}
 	hc.mu.Lock()
 	hc.subs[s] = struct{}{}
 	hc.mu.Unlock()
@@ -194,6 +207,12 @@ func (c *client) subscribe(f frame) {
 	opts := channels.HistoryOptions{Since: f.Since}
 	if f.Since != nil {
 		opts.Limit, opts.MaxBytes = replayPage, c.hub.MaxPublication()
+		if !c.hasRoom(c.hub.MaxPublication() - 1) {
+			// No missed publication could be queued now (see
+			// queueMissed): read the position only, and leave the
+			// publications to the replay, which reads them once they fit.
+			opts.Limit = 1
+		}
 	}
 	res, err := c.hub.broker.History(ctx, name, opts)
 	if err != nil {
@@ -216,16 +235,21 @@ func (c *client) subscribe(f frame) {
 	if reply.Recovered {
 		s.last = f.Since.Offset
 		s.queueMissed(res.Publications, res.Offset)
-		if s.last < res.Offset {
-			// More was missed than one page: the rest follows as the
-			// client drains its queue, so that a long absence never
-			// overflows it.
-			hc.mu.Unlock()
-			go c.replay(s, res.Offset)
-			return
-		}
 	}
-	s.finishRecovery()
+	if s.last < res.Offset {
+		// More was missed than one page: the rest follows as the client
+		// drains its queue, so that a long absence never overflows it.
+		hc.mu.Unlock()
+		go c.replay(s, res.Offset)
+		return
+	}
+	if _, ok := s.handOver(); !ok {
+		// What was held meanwhile does not fit beside what is queued:
+		// the replay hands over once it does.
+		hc.mu.Unlock()
+		go c.replay(s, res.Offset)
+		return
+	}
 	hc.mu.Unlock()
 }
 
@@ -255,21 +279,32 @@ func (s *subscription) queueMissed(pubs []channels.Publication, target uint64) (
 }
 
 // replay queues the rest of a resume, a page at a time, each once the
-// client's queue has room, then goes live.
+// client's queue has room, then goes live once what was held meanwhile
+// fits (see handOver). It ends early when the client closes or the
+// subscription ends.
 func (c *client) replay(s *subscription, target uint64) {
 	hc := s.hc
 	room := c.hub.opts.SendQueueBytes / 4
 	for {
-		if !c.waitRoom(room) {
+		if !c.waitRoom(room, s.done) {
 			return
 		}
 		hc.mu.Lock()
-		since := channels.Position{Offset: s.last, Epoch: s.epoch}
-		gone := s.gone
-		hc.mu.Unlock()
-		if gone {
+		if s.gone {
+			hc.mu.Unlock()
 			return
 		}
+		if s.last >= target {
+			need, ok := s.handOver()
+			hc.mu.Unlock()
+			if ok {
+				return
+			}
+			room = need
+			continue
+		}
+		since := channels.Position{Offset: s.last, Epoch: s.epoch}
+		hc.mu.Unlock()
 		ctx, cancel := context.WithTimeout(c.ctx, c.hub.opts.BrokerTimeout)
 		res, err := c.hub.broker.History(ctx, hc.name, channels.HistoryOptions{Since: &since, Limit: replayPage, MaxBytes: c.hub.MaxPublication()})
 		cancel()
@@ -293,6 +328,17 @@ func (c *client) replay(s *subscription, target uint64) {
 			if reason == "" {
 				reason = channels.ReasonOffsetExpired
 			}
+			if h := s.heldFrom(); res.Earliest > s.last+1 && h != 0 && h < res.Earliest {
+				// The log lost publications that the live feed brought
+				// while the subscription recovered, and that are held:
+				// only those before the first held one are missing,
+				// and the held ones follow (at the hand-over).
+				if h-1 > s.last {
+					s.announceGap(s.epoch, h-1, reason)
+				}
+				target = s.last
+				break
+			}
 			s.announceGap(s.epoch, max(res.Earliest-1, s.last), reason)
 			fallthrough
 		default:
@@ -304,9 +350,12 @@ func (c *client) replay(s *subscription, target uint64) {
 				// after a reset it would hide the new epoch's first ones.
 				s.last = max(s.last, target)
 			}
-			s.finishRecovery()
+			// Nothing more to read: hand over (at the loop's top), now
+			// or once it fits.
+			target = s.last
 			hc.mu.Unlock()
-			return
+			room = c.hub.opts.SendQueueBytes
+			continue
 		}
 		// A next publication larger than a quarter of the queue may not
 		// fit beside what a quarter leaves: then wait until it fits,
@@ -317,6 +366,30 @@ func (c *client) replay(s *subscription, target uint64) {
 		}
 		hc.mu.Unlock()
 	}
+}
+
+// heldFrom is the offset of the first live publication held while
+// recovering, when it is one of the epoch recovered (0: none).
+func (s *subscription) heldFrom() uint64 {
+	if len(s.pending) == 0 || s.pending[0].reset || s.pending[0].pub.Epoch != s.epoch {
+		return 0
+	}
+	return s.pending[0].pub.Offset
+}
+
+// handOver ends the recovery (finishRecovery) if the live publications
+// held meanwhile fit in the client's queue now, and reports whether it
+// did. Queued behind a page of missed ones they may not: they are allowed
+// up to the whole queue, and would close a client that reads as too
+// slow. need is then what may wait to be written for them to fit. hc.mu
+// is held.
+func (s *subscription) handOver() (need int, ok bool) {
+	need = s.c.hub.opts.SendQueueBytes - (s.pendingBytes - len(s.pending)*heldEventSize)
+	if !s.c.hasRoom(need) {
+		return need, false
+	}
+	s.finishRecovery()
+	return 0, true
 }
 
 // finishRecovery hands over to the live feed: publications held while
@@ -337,7 +410,7 @@ func (s *subscription) finishRecovery() {
 // dropPending forgets the publications held while recovering, and their
 // count against the client. hc.mu is held.
 func (s *subscription) dropPending() {
-	s.c.holdPending(-s.pendingBytes)
+	s.c.releasePending(s.pendingBytes)
 	s.pending, s.pendingBytes = nil, 0
 }
 
@@ -362,7 +435,10 @@ func (c *client) leave(s *subscription) {
 	c.hub.opts.Metrics.Unsubscribed(s.hc.name)
 	s.hc.mu.Lock()
 	delete(s.hc.subs, s)
-	s.gone = true
+	if !s.gone {
+		s.gone = true
+		close(s.done) // a replay waiting for room gives up
+	}
 	s.dropPending()
 	s.hc.mu.Unlock()
 	c.hub.release(s.hc)
