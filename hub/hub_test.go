@@ -472,6 +472,27 @@ func TestFrameTheLibraryRefusesCloses1002AndIsCountedSo(t *testing.T) {
 	}
 }
 
+// A client may close with any code, herald's own among them: it is
+// counted as "other", so that a client's 4009 never reads as a send queue
+// overflow on herald's dashboards. 1000 is counted as itself.
+func TestClientsOwnCloseCodesAreCountedAsOther(t *testing.T) {
+	n := start(t, nil)
+	for _, code := range []websocket.StatusCode{4009, 4001, websocket.StatusNormalClosure} {
+		c := heraldtest.Connect(t, n, heraldtest.Token(t, "42", ""))
+		_ = c.Conn.Close(code, "bye")
+	}
+	n.WaitMetric(t, 0, "herald_connections")
+	m := n.Metrics(t)
+	for label, want := range map[string]float64{"4009": 0, "4001": 0, "other": 2, "1000": 1} {
+		if got := m.Get("herald_closes_total", "code", label); got != want {
+			t.Errorf("closes with %s: %v, want %v", label, got, want)
+		}
+	}
+	if got := m.Get("herald_send_queue_overflows_total"); got != 0 {
+		t.Errorf("overflows: %v, want 0", got)
+	}
+}
+
 func TestTokenExpiryCloses4008UnlessRefreshed(t *testing.T) {
 	n := start(t, nil)
 	// Lifetimes long enough for two connects and a refresh on a loaded

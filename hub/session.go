@@ -373,11 +373,15 @@ func (c *client) cleanup() {
 }
 
 // endCode is how a session that herald did not end was ended: the
-// client's close code, the code of the close frame the library answered
-// with (1002 for a protocol error), 1009 for a frame over the read limit,
-// or 1006 for a connection that simply went away.
+// client's close code (1000 or 1001; any other it chose is clientOther),
+// the code of the close frame the library answered with (1002 for a
+// protocol error), 1009 for a frame over the read limit, or 1006 for a
+// connection that simply went away.
 func (c *client) endCode() websocket.StatusCode {
 	if code := websocket.CloseStatus(c.readErr); code != -1 {
+		if code != websocket.StatusNormalClosure && code != websocket.StatusGoingAway {
+			return clientOther
+		}
 		return code
 	}
 	if code := c.wire.sentClose(); code != 0 {
@@ -388,6 +392,11 @@ func (c *client) endCode() websocket.StatusCode {
 	}
 	return websocket.StatusAbnormalClosure
 }
+
+// clientOther counts a close code a client chose besides 1000 and 1001:
+// as "other", never as one of herald's own (a client closing with 4009
+// must not raise herald_send_queue_overflows_total).
+const clientOther websocket.StatusCode = 0
 
 // closeReason fits a reason into a close frame (123 bytes).
 func closeReason(s string) string {
