@@ -162,10 +162,16 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 	if !allowed(p.Config.Allow, in.opts.ClientIP.Of(r)) {
 		return fail(http.StatusForbidden, "forbidden", "source address not allowed")
 	}
-	if p.Provider.Verify == nil && !sharedSecret(p, r) {
-		// Nothing in the body could authenticate it: refuse before
-		// reading a megabyte from a stranger.
-		return fail(http.StatusUnauthorized, "unauthorized", "missing or wrong secret")
+	now := in.opts.Now()
+	req := &Request{Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header, Config: p.Config, Now: now}
+	// A provider that signs nothing in the body is authenticated by the
+	// request's head alone: a stranger is refused before a megabyte of
+	// body is read from them.
+	headOnly := p.Provider.Verify == nil || p.Provider.VerifiesHead
+	if headOnly {
+		if err := authenticate(p, req, r); err != nil {
+			return fail(http.StatusUnauthorized, "unauthorized", err.Error())
+		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
@@ -175,10 +181,11 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 		}
 		return fail(http.StatusBadRequest, "bad_body", "reading body: "+err.Error())
 	}
-	now := in.opts.Now()
-	req := &Request{Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header, Body: body, Config: p.Config, Now: now}
-	if err := authenticate(p, req, r); err != nil {
-		return fail(http.StatusUnauthorized, "unauthorized", err.Error())
+	req.Body = body
+	if !headOnly {
+		if err := authenticate(p, req, r); err != nil {
+			return fail(http.StatusUnauthorized, "unauthorized", err.Error())
+		}
 	}
 	if !utf8.Valid(body) {
 		// JSON must be UTF-8, but a provider that sends a name in Latin-1
@@ -431,17 +438,6 @@ func (in *Ingress) deadLetter(ctx context.Context, slug string, req *Request, er
 	return fail(status, label, err.Error())
 }
 
-// sharedSecret reports whether r carries the provider's secret as a
-// Bearer token or ?key=.
-func sharedSecret(p Enabled, r *http.Request) bool {
-	secret := []byte(p.Config.Secret)
-	if tok, ok := auth.Bearer(r.Header); ok && subtle.ConstantTimeCompare([]byte(tok), secret) == 1 {
-		return true
-	}
-	key := r.URL.Query().Get("key")
-	return key != "" && subtle.ConstantTimeCompare([]byte(key), secret) == 1
-}
-
 func fail(status int, label, msg string) outcome {
 	return outcome{status: status, label: label, body: map[string]string{"error": msg}}
 }
@@ -449,7 +445,11 @@ func fail(status int, label, msg string) outcome {
 // authenticate accepts the shared secret as a Bearer token or ?key=, or
 // the provider's own signature.
 func authenticate(p Enabled, req *Request, r *http.Request) error {
-	if sharedSecret(p, r) {
+	secret := []byte(p.Config.Secret)
+	if tok, ok := auth.Bearer(r.Header); ok && subtle.ConstantTimeCompare([]byte(tok), secret) == 1 {
+		return nil
+	}
+	if key := r.URL.Query().Get("key"); key != "" && subtle.ConstantTimeCompare([]byte(key), secret) == 1 {
 		return nil
 	}
 	if p.Provider.Verify == nil {

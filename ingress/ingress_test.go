@@ -114,23 +114,25 @@ func TestPathsBelowTheProvider(t *testing.T) {
 // request is refused before its body is read, however much is announced.
 func TestUnsignedProviderRefusedBeforeTheBody(t *testing.T) {
 	n := start(t, nil)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(n.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	// A megabyte announced, ten bytes sent, and then nothing.
-	if _, err := conn.Write([]byte("POST /ingress/kriptomat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{\"id\": 1,")); err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("no answer while the body was still coming: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("status %d, want 401", resp.StatusCode)
+	for _, provider := range []string{"kriptomat", "partner"} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(n.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// A megabyte announced, ten bytes sent, and then nothing.
+		if _, err := conn.Write([]byte("POST /ingress/" + provider + " HTTP/1.1\r\nHost: x\r\nAuthorization: wrong\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{\"id\": 1,")); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: no answer while the body was still coming: %v", provider, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%s: status %d, want 401", provider, resp.StatusCode)
+		}
 	}
 }
 

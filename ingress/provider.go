@@ -21,6 +21,10 @@ type Provider struct {
 	// request is authentic if it passes Verify or carries the shared
 	// secret (Bearer or ?key=). nil means the shared secret only.
 	Verify func(r *Request) error
+	// VerifiesHead: Verify reads the request's head alone (headers, path,
+	// query), never its body, so a request it refuses is refused before
+	// its body is read.
+	VerifiesHead bool
 	// Sign, when the provider signs its requests, sets the headers it
 	// would send with body (signature, timestamp, …) using cfg.Secret.
 	// `herald send` and the tests post webhooks through it; nil means the

@@ -42,7 +42,7 @@ const Slug = "partner"
 
 // Provider returns the partner provider.
 func Provider() ingress.Provider {
-	return ingress.Provider{Slug: Slug, Parse: Parse, Verify: Verify, Sign: Sign, Redact: Redact}
+	return ingress.Provider{Slug: Slug, Parse: Parse, Verify: Verify, VerifiesHead: true, Sign: Sign, Redact: Redact}
 }
 
 var errToken = errors.New("missing or wrong Authorization token")
