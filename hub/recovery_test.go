@@ -450,3 +450,49 @@ func TestRecovery_HandOverWaitsForRoom(t *testing.T) {
 		}
 	}
 }
+
+// A replay that gives up (its subscription ended) must not leave its own
+// limit as the one every other waiter is woken at: another channel's
+// replay, waiting for less room, would then wait for an empty queue.
+func TestRecovery_AnAbandonedWaitDoesNotHoldBackOthers(t *testing.T) {
+	b := newGatedBroker("user:42", memory.Options{})
+	h, _ := testHub(t, b, Options{})
+	c := newClient(h, nil, netip.Addr{})
+	c.mu.Lock()
+	c.queued = 100
+	c.mu.Unlock()
+
+	abandoned := make(chan struct{})
+	first := make(chan bool)
+	go func() { first <- c.waitRoom(0, abandoned) }() // for an empty queue
+	second := make(chan bool)
+	go func() { second <- c.waitRoom(50, nil) }() // for 50 bytes
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if strings.Count(goroutines(), "hub.(*client).waitRoom(") == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the two waits never both began")
+		}
+	}
+	close(abandoned)
+	if <-first {
+		t.Fatal("the abandoned wait reported room")
+	}
+	c.mu.Lock()
+	c.written(60) // 40 bytes left: room for the second
+	c.mu.Unlock()
+	select {
+	case ok := <-second:
+		if !ok {
+			t.Fatal("the second wait reported a close")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second wait was not woken with room for it")
+	}
+}
+
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}

@@ -293,6 +293,14 @@ func (c *client) waitRoom(limit int, done <-chan struct{}) bool {
 		select {
 		case <-room:
 		case <-done:
+			// This waiter's limit may be the one roomAt holds: wake the
+			// others, which wait again each at its own.
+			c.mu.Lock()
+			if c.room == room {
+				close(c.room)
+				c.room = nil
+			}
+			c.mu.Unlock()
 			return false
 		case <-c.ctx.Done():
 			return false
