@@ -1,7 +1,6 @@
 package ingress
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,17 +87,8 @@ type Amount struct {
 	Approximate bool `json:"approximate,omitempty"`
 }
 
-// encode is e as published. Unlike json.Marshal it leaves < > & as they
-// are (in "raw" as in the rest), where Marshal makes each six bytes.
-func (e *Event) encode() ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(e); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
+// encode is e as published (see marshal).
+func (e *Event) encode() ([]byte, error) { return marshal(e) }
 
 // Channels returns the channels e is appended to, in a stable order.
 func (e *Event) Channels() []string {

@@ -220,7 +220,7 @@ func (in *Ingress) serve(w http.ResponseWriter, r *http.Request, slug string) ou
 	case ev.badUser != nil:
 		// No client can subscribe to such a user's channel, but the
 		// merchant's copy is whole: refusing it would lose it too.
-		in.opts.Logger.Warn("ingress event's user is not a channel id; published to the merchant's channels only",
+		in.opts.Logger.Warn("ingress event's user is not a channel id; published to its other channels only",
 			"provider", slug, "event", ev.ID, "err", ev.badUser)
 	}
 	data, err := ev.encode()
@@ -480,11 +480,8 @@ func namespace(ch string) string {
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(body)
+	b, _ := marshal(body)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(append(b, '\n'))
 }

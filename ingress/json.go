@@ -252,8 +252,19 @@ func rewriteValue(dec *json.Decoder, out *bytes.Buffer, fields map[string]func(s
 }
 
 func writeString(out *bytes.Buffer, s string) {
-	enc := json.NewEncoder(out)
+	b, _ := marshal(s)
+	out.Write(b)
+}
+
+// marshal is json.Marshal but for < > &, which it leaves as they are
+// where Marshal makes each six bytes: what herald sends is read as JSON,
+// never pasted into HTML.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s)
-	out.Truncate(out.Len() - 1) // Encode's newline
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -434,15 +434,14 @@ func optionalTime(name, s string) (string, error) {
 }
 
 // splitPair splits a pair such as "btceur" into BTC and EUR: the quote is
-// the fiat currency, three letters at the end. A pair written with a
-// separator ("BTC-EUR", "btc_eur", "BTC/EUR") is split at it.
+// the fiat currency, three letters at the end; a separator before it
+// ("BTC-EUR", "btc_eur", "BTC/EUR") is not part of the crypto currency,
+// one inside it ("usdt_trc20eur") is.
 func splitPair(pair string) (crypto, fiat string, err error) {
-	if i := strings.IndexAny(pair, "-_/"); i >= 0 {
-		crypto, fiat = pair[:i], pair[i+1:]
-	} else if len(pair) >= 4 {
-		crypto, fiat = pair[:len(pair)-3], pair[len(pair)-3:]
+	if len(pair) >= 4 {
+		crypto, fiat = strings.TrimRight(pair[:len(pair)-3], "-_/"), pair[len(pair)-3:]
 	}
-	if crypto == "" || len(fiat) != 3 {
+	if crypto == "" {
 		return "", "", ingress.Malformed("pair: %.64q is not a currency pair", pair)
 	}
 	return strings.ToUpper(crypto), strings.ToUpper(fiat), nil

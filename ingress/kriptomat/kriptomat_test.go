@@ -167,7 +167,7 @@ func TestParse_Refusals(t *testing.T) {
 // three letters (the seed's "btceur").
 func TestPairs(t *testing.T) {
 	for pair, want := range map[string]string{
-		"btceur": "BTC EUR", "usdceur": "USDC EUR", "BTC-EUR": "BTC EUR", "btc_eur": "BTC EUR", "USDC/EUR": "USDC EUR",
+		"btceur": "BTC EUR", "usdceur": "USDC EUR", "BTC-EUR": "BTC EUR", "btc_eur": "BTC EUR", "USDC/EUR": "USDC EUR", "usdt_trc20eur": "USDT_TRC20 EUR", "usdt_trc20-eur": "USDT_TRC20 EUR",
 	} {
 		body := `{"id":1,"type":"BUY","state":"SUCCESS","pair":"` + pair + `","amount":"1.50","price":"2.00"}`
 		ev, err := kriptomat.Parse(&ingress.Request{Body: []byte(body)})

@@ -122,9 +122,10 @@ func (h hook) parse(p ingress.Object, r *ingress.Request) (*ingress.Event, error
 		return nil, ingress.Malformed("%s: missing", userKey)
 	}
 	if h.otherKey != "" {
-		if ev.Counterparty, err = p.ID(h.otherKey); err != nil {
-			return nil, err
-		}
+		// A receiver id of the wrong type costs the receiver's copy
+		// alone (it stays in details), never the sender's or the
+		// merchant's.
+		ev.Counterparty, _ = p.ID(h.otherKey)
 	}
 	id, err := firstID(p, h.ids)
 	if err != nil {

@@ -412,3 +412,17 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A P2P transfer whose receiver id is of the wrong type still reaches the
+// sender and the merchant: only the receiver's copy is lost.
+func TestP2PWithABadReceiverStillReachesTheSender(t *testing.T) {
+	body := `{"event_type":"p2p_transfer.status_changed","data":{"transferId":"p2p-9","senderExternalUserId":"` + alice +
+		`","receiverExternalUserId":{"id":1},"amount":"1.00","currency":"eur","fee":"0.00","status":"COMPLETED"}}`
+	ev, err := partner.Parse(&ingress.Request{Body: []byte(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.User != alice || ev.Counterparty != "" {
+		t.Fatalf("user %q, counterparty %q", ev.User, ev.Counterparty)
+	}
+}
