@@ -227,11 +227,11 @@ func compact(token string) bool {
 	return true
 }
 
-// reason turns golang-jwt's errors into a short message that names the
-// problem without echoing the token. c holds what was decoded.
 // errCritical refuses a token whose header names critical extensions.
 var errCritical = errors.New(`header names critical extensions ("crit"), which herald does not support`)
 
+// reason turns golang-jwt's errors into a short message that names the
+// problem without echoing the token. c holds what was decoded.
 func (v *Verifier) reason(err error, c *Claims) string {
 	var typeErr *json.UnmarshalTypeError
 	switch {

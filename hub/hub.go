@@ -80,8 +80,8 @@ type Options struct {
 	// most may be awaiting authentication. [the process's file limit less
 	// FilesKept, so that websocket clients cannot take the file
 	// descriptors ingress, the API and the broker need; connections not
-	// upgraded yet are not counted, and are bounded by the server's header
-	// timeout instead].
+	// upgraded yet are not counted here: cmd/herald's listener bounds all
+	// connections at MaxConns plus 512].
 	MaxConns int
 	// FrameRate (per second) and FrameBurst bound the frames one connection
 	// may send; faster closes it with 4029 [50/s, burst 300: enough to

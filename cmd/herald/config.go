@@ -156,7 +156,7 @@ func settings() []setting {
 			c.MaxConnsPerIP, err = positiveInt(v)
 			return err
 		}},
-		{env: "HERALD_MAX_CONNECTIONS", usage: fmt.Sprintf("websocket connections on this node; more are closed with 1013, and at most a quarter may await authentication; the node holds at most this many plus %d TCP connections at once (default: the file limit less %d, here %d)", hub.FilesKept/2, hub.FilesKept, hub.DefaultMaxConns()), set: func(c *config, v string) (err error) {
+		{env: "HERALD_MAX_CONNECTIONS", usage: fmt.Sprintf("websocket connections on this node; more are closed with 1013, and at most a quarter may await authentication; the node holds at most this many plus %d TCP connections at once (default: the file limit less %d, here %d)", acceptedConns(0), hub.FilesKept, hub.DefaultMaxConns()), set: func(c *config, v string) (err error) {
 			if v == "" {
 				c.MaxConns = hub.DefaultMaxConns()
 				return nil
