@@ -184,9 +184,10 @@ function addEvent(data, meta) {
 }
 
 /**
- * Drops the oldest rows beyond MAX_ROWS events. An event is two rows, itself
- * and its hidden raw row, and a gap one: an event's pair goes as a whole,
- * or the raw row of the oldest one left would be missing.
+ * Drops the oldest rows beyond room for MAX_ROWS events (2 × MAX_ROWS rows).
+ * An event is two rows, itself and its hidden raw row, and a gap one (so
+ * gaps take the room of half an event each): an event's pair goes as a
+ * whole, or the raw row of the oldest one left would be missing.
  */
 function trim() {
   while (rows.children.length > MAX_ROWS * 2) {
