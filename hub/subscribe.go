@@ -236,21 +236,18 @@ func (c *client) subscribe(f frame) {
 		s.last = f.Since.Offset
 		s.queueMissed(res.Publications, res.Offset)
 	}
-	if s.last < res.Offset {
-		// More was missed than one page: the rest follows as the client
-		// drains its queue, so that a long absence never overflows it.
-		hc.mu.Unlock()
-		go c.replay(s, res.Offset)
-		return
+	if s.last >= res.Offset {
+		if _, ok := s.handOver(); ok {
+			hc.mu.Unlock()
+			return
+		}
 	}
-	if _, ok := s.handOver(); !ok {
-		// What was held meanwhile does not fit beside what is queued:
-		// the replay hands over once it does.
-		hc.mu.Unlock()
-		go c.replay(s, res.Offset)
-		return
-	}
+	// More was missed than one page, or what was held meanwhile does not
+	// fit beside what is queued: the replay goes on as the client drains
+	// its queue, so that a long absence never overflows it, and hands
+	// over once the held publications fit.
 	hc.mu.Unlock()
+	go c.replay(s, res.Offset)
 }
 
 // replayPage is how many missed publications a resume reads and queues at
